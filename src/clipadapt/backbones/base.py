@@ -1,0 +1,110 @@
+"""The one protocol every vision-language backbone follows."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+from torch import nn
+
+from clipadapt.runtime import autocast
+
+Tower = Literal["vision", "text"]
+
+
+class Backbone(ABC):
+    """A CLIP-style dual encoder: images and texts into one embedding space.
+
+    Subclasses implement the raw forwards (gradients allowed, for methods that tune LayerNorms);
+    :meth:`encode_images` and :meth:`encode_texts` are the no-grad, mixed-precision, batched entry points
+    used for feature extraction. Outputs are float32 and *not* normalised.
+    """
+
+    library: str = ""
+
+    def __init__(self, name: str, pretrained: str, device: torch.device, precision: str = "auto") -> None:
+        self.name = name
+        self.pretrained = pretrained
+        self.device = device
+        self.precision = precision
+
+    # -- what subclasses provide -------------------------------------------------------------------
+    model: nn.Module
+    preprocess: Callable[[Image.Image], torch.Tensor]
+
+    @abstractmethod
+    def image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed pixels → (B, D) image embeddings (gradients allowed)."""
+
+    @abstractmethod
+    def text_forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """T strings → (T, D) text embeddings (gradients allowed)."""
+
+    @abstractmethod
+    def tower(self, which: Tower) -> list[nn.Module]:
+        """The modules that make up the vision or the text tower."""
+
+    @abstractmethod
+    def weights_fingerprint(self) -> str:
+        """A string that changes whenever the weights would (tag, file size and time, …)."""
+
+    # -- shared behaviour ----------------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """What identifies this backbone's features: used in cache keys and artifacts."""
+        return {
+            "library": self.library,
+            "model": self.name,
+            "pretrained": self.pretrained,
+            "weights": self.weights_fingerprint(),
+            "transform": describe_transform(self.preprocess),
+        }
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → (B, D) float32 embeddings, no gradients, mixed precision on GPU."""
+        self.model.eval()
+        with autocast(self.device, self.precision):
+            out = self.image_forward(pixels.to(self.device, non_blocking=True))
+        return out.float()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """T strings → (T, D) float32 embeddings, encoded in batches."""
+        self.model.eval()
+        chunks = []
+        with autocast(self.device, self.precision):
+            for start in range(0, len(texts), batch_size):
+                chunks.append(self.text_forward(list(texts[start : start + batch_size])).float())
+        return torch.cat(chunks)
+
+    def layernorm_parameters(self, which: Tower) -> list[nn.Parameter]:
+        """The affine parameters of every LayerNorm in one tower (what ReCLIP and FAIR tune)."""
+        params: list[nn.Parameter] = []
+        for module in self.tower(which):
+            for sub in module.modules():
+                if isinstance(sub, nn.LayerNorm):
+                    params.extend(p for p in sub.parameters(recurse=False))
+        return params
+
+
+def describe_transform(transform: object) -> str:
+    """A stable text description of a transform (memory addresses removed), for cache keys."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+
+
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """Size and modification time of a file, or of every file under a folder, hashed."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]

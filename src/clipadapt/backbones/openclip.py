@@ -1,0 +1,108 @@
+"""open_clip models: any architecture and pretrained tag, or a local checkpoint path."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clipadapt.backbones.base import Backbone, Tower, path_fingerprint
+from clipadapt.errors import ClipAdaptError, unknown_name
+
+RANDOM_INIT = "random"
+RANDOM_INIT_SEED = 0
+BUNDLED_CONFIGS = Path(__file__).resolve().parents[1] / "resources" / "model_configs"
+
+
+def quick_gelu_needed(arch: str, pretrained: str) -> bool:
+    """True when the tag's weights were trained with QuickGELU but ``arch`` would build plain GELU.
+
+    open_clip only warns about this mismatch; ``openai`` weights on ``ViT-B-32`` then lose several
+    points of accuracy. We force QuickGELU instead, exactly as the ``-quickgelu`` configs do.
+    """
+    import open_clip
+
+    if arch.endswith("-quickgelu") or not open_clip.is_pretrained_cfg(arch, pretrained):
+        return False
+    return bool(open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", False))
+
+
+def register_bundled_configs() -> None:
+    """Make the architectures shipped in ``clipadapt/resources/model_configs`` known to open_clip."""
+    import open_clip
+
+    if BUNDLED_CONFIGS not in open_clip.factory._MODEL_CONFIG_PATHS:
+        open_clip.add_model_config(BUNDLED_CONFIGS)
+
+
+class OpenClipBackbone(Backbone):
+    library = "open_clip"
+
+    def __init__(
+        self,
+        arch: str,
+        pretrained: str | None,
+        device: torch.device,
+        precision: str = "auto",
+        cache_dir: str | None = None,
+    ) -> None:
+        import open_clip
+
+        register_bundled_configs()
+        has_schema = arch.startswith(("hf-hub:", "local-dir:"))
+        if not has_schema and arch not in open_clip.list_models():
+            raise unknown_name("model", arch, open_clip.list_models())
+        if not has_schema and not pretrained:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            raise ClipAdaptError(
+                f"open_clip model {arch!r} needs --pretrained: a tag ({', '.join(tags) or 'none known'}), "
+                f"a checkpoint path, or '{RANDOM_INIT}' for random weights"
+            )
+        is_file = bool(pretrained) and os.path.exists(str(pretrained))
+        if pretrained and pretrained != RANDOM_INIT and not is_file and not has_schema:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            if pretrained not in tags:
+                raise unknown_name(f"pretrained tag for {arch}", pretrained, tags)
+        force_quick_gelu = bool(pretrained) and not is_file and quick_gelu_needed(arch, str(pretrained))
+        weights = None if pretrained in (None, "", RANDOM_INIT) or has_schema else pretrained
+        try:
+            # Random weights are drawn from a fixed seed so that "random" names one model (and one cache key).
+            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                torch.manual_seed(RANDOM_INIT_SEED)
+                warnings.filterwarnings("ignore", message=".*QuickGELU mismatch.*")
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    arch, pretrained=weights, device=device, force_quick_gelu=force_quick_gelu, cache_dir=cache_dir
+                )
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ClipAdaptError(
+                f"could not load open_clip {arch!r} with pretrained {pretrained!r}: {str(exc).splitlines()[0]} "
+                "(no network here? pass a local checkpoint path to --pretrained)"
+            ) from None
+        super().__init__(arch, str(pretrained or RANDOM_INIT), device, precision)
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.quick_gelu = force_quick_gelu or arch.endswith("-quickgelu")
+
+    def image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+    def text_forward(self, texts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return self.model.encode_text(tokens)
+
+    def tower(self, which: Tower) -> list[nn.Module]:
+        if which == "vision":
+            return [self.model.visual]
+        if hasattr(self.model, "text"):  # CustomTextCLIP
+            return [self.model.text]
+        return [self.model.transformer, self.model.ln_final]
+
+    def weights_fingerprint(self) -> str:
+        if os.path.exists(self.pretrained):
+            return path_fingerprint(self.pretrained)
+        return f"{self.pretrained}{'+quickgelu' if self.quick_gelu else ''}"

@@ -1,0 +1,257 @@
+"""The ``clipadapt`` command line: eval, extract, list, build."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from clipadapt import __version__
+from clipadapt.errors import ClipAdaptError
+
+log = logging.getLogger("clipadapt")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# argument parsing
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("images (with --dataset)")
+    g.add_argument("--dataset", nargs="+", default=[], help="torchvision name, hf:<name-or-folder>, folder or .csv")
+    g.add_argument("--dataset_root", default=None, help="where torchvision datasets live")
+    g.add_argument("--split", default="test", help="split to use for named datasets (default: test)")
+    g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    g.add_argument("--classnames", default=None, help="class names file (.txt one per line, or JSON list)")
+    g.add_argument("--templates", default=None, help="templates file with {c} (.txt or JSON), or JSON descriptions")
+    g.add_argument("--model", nargs="+", default=[], help="open_clip architecture or hf:<repo-or-folder>")
+    g.add_argument("--pretrained", nargs="+", default=[], help="pretrained tag or checkpoint path, one per model")
+    g.add_argument("--batch_size", type=int, default=64)
+    g.add_argument("--num_workers", type=int, default=None, help="image loading processes (default: cores - 1)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    g.add_argument("--cache_dir", default=None, help="feature cache (default: ~/.cache/clipadapt/features)")
+    g.add_argument("--model_cache_dir", default=None, help="where model weights are cached")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars or informational messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipadapt", description="Adapt CLIP-family models to your images: zero-shot, label-free, few-shot."
+    )
+    parser.add_argument("--version", action="version", version=f"clipadapt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ev = sub.add_parser("eval", help="run methods on feature files or image datasets and score them")
+    ev.add_argument("--features", nargs="+", default=[], help="feature file(s) (.npz, see the README)")
+    ev.add_argument("--method", nargs="+", default=["zeroshot"], help="method name(s) (clipadapt list methods)")
+    ev.add_argument("--seed", nargs="+", type=int, default=[0])
+    ev.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
+    ev.add_argument("--output", default=None, help="result JSON path; may use {dataset} {model} {pretrained} {method}")
+    ev.add_argument("--skip_existing", action="store_true", help="skip runs whose output file exists")
+    _add_data_args(ev)
+    _add_common(ev)
+
+    ex = sub.add_parser("extract", help="extract image and text features into a feature file")
+    _add_data_args(ex)
+    ex.add_argument("--output", required=True, help="feature file to write (.npz)")
+    _add_common(ex)
+
+    ls = sub.add_parser("list", help="list methods, datasets or models")
+    ls.add_argument("what", choices=["methods", "datasets", "models"])
+
+    bd = sub.add_parser("build", help="merge result JSONs into one table (CSV, or Markdown for .md)")
+    bd.add_argument("results", nargs="+", help="result JSON files")
+    bd.add_argument("--output", default=None, help="table file (.csv or .md); default: Markdown on stdout")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------
+# eval
+
+
+def _model_pairs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    if not args.model:
+        raise ClipAdaptError("--dataset needs --model (and --pretrained for open_clip models)")
+    pretrained = list(args.pretrained)
+    if len(pretrained) not in (0, 1, len(args.model)):
+        raise ClipAdaptError(f"{len(args.model)} models but {len(pretrained)} --pretrained values")
+    if len(pretrained) <= 1:
+        pretrained = pretrained * len(args.model) or [None] * len(args.model)
+    return list(zip(args.model, pretrained, strict=True))
+
+
+def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
+    """Yield (planned dataset name, model, pretrained, loader of the FeatureSet)."""
+    from clipadapt.features import load_feature_file
+
+    for path in args.features:
+        fs = load_feature_file(path)
+        yield fs.dataset, fs.model, fs.pretrained, (lambda fs=fs: fs)
+    if not args.dataset:
+        return
+    from clipadapt.backbones import load_backbone
+    from clipadapt.data import default_prompts, open_source
+    from clipadapt.features import FeatureStore, extract
+
+    store = FeatureStore(args.cache_dir)
+    for model, pretrained in _model_pairs(args):
+        backbone = None
+        for spec in args.dataset:
+            source = open_source(spec, args.dataset_root, args.split, args.classnames, args.download)
+            prompts = default_prompts(spec, args.templates)
+
+            def load(source=source, prompts=prompts, model=model, pretrained=pretrained) -> Any:
+                nonlocal backbone
+                if backbone is None:
+                    backbone = load_backbone(model, pretrained, args.device, args.precision, args.model_cache_dir)
+                return extract(backbone, source, prompts, store, args.batch_size, args.num_workers)
+
+            yield source.name, model, pretrained or "random", load
+
+
+def _hparams_for(method: str, pairs: list[str]) -> dict[str, Any]:
+    import dataclasses
+
+    from clipadapt.methods import get_method, parse_hparams
+
+    names = {f.name for f in dataclasses.fields(get_method(method))}
+    return parse_hparams(method, [p for p in pairs if p.partition("=")[0] in names])
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from clipadapt.evaluation import output_path, run_method
+    from clipadapt.io import write_json
+    from clipadapt.methods import get_method
+
+    if not args.features and not args.dataset:
+        raise ClipAdaptError("eval needs --features FILE or --dataset NAME|PATH")
+    methods = [get_method(m) for m in args.method]  # unknown names fail before any work
+    hparams = {m.name: _hparams_for(m.name, args.hparam) for m in methods}
+    for pair in args.hparam:
+        key = pair.partition("=")[0]
+        if not any(key in h for h in hparams.values()):
+            raise ClipAdaptError(f"no selected method has a hyperparameter {key!r}")
+    records, planned_paths = [], set()
+    for dataset, model, pretrained, load in _feature_sets(args):
+        runs = []
+        for cls in methods:
+            for seed in args.seed:
+                plan = {"dataset": dataset, "model": model, "pretrained": pretrained, "method": cls.name,
+                        "setting": cls.setting, "seed": seed, "shots": None}  # fmt: skip
+                out = output_path(args.output, plan) if args.output else None
+                if out is not None:
+                    if out in planned_paths:
+                        raise ClipAdaptError(f"several runs would write {str(out)!r}; add placeholders to --output")
+                    planned_paths.add(out)
+                    if args.skip_existing and out.exists():
+                        log.info("skipping %s: %s exists", cls.name, out)
+                        continue
+                runs.append((cls.name, seed, out))
+        if not runs:
+            continue
+        features = load()
+        for method, seed, out in runs:
+            record = run_method(features, method, seed=seed, hparams=hparams[method])
+            if out is not None:
+                write_json(out, record)
+            records.append(record)
+    _print_summary(records)
+    return 0
+
+
+def _print_summary(records: list[dict[str, Any]]) -> None:
+    from clipadapt.evaluation.results import render_markdown, table_row
+
+    if records:
+        print(render_markdown([table_row(r) for r in records]), end="")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# extract, list, build
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from clipadapt.features import save_feature_file
+
+    if not args.dataset or len(args.dataset) != 1:
+        raise ClipAdaptError("extract needs exactly one --dataset")
+    if len(args.model) != 1:
+        raise ClipAdaptError("extract needs exactly one --model")
+    if not args.output.endswith(".npz"):
+        raise ClipAdaptError("the feature file must end in .npz")
+    [(_, _, _, load)] = list(_feature_sets(argparse.Namespace(**{**vars(args), "features": []})))
+    features = load()
+    save_feature_file(features, args.output)
+    print(f"wrote {args.output}: {len(features)} images, {features.num_classes} classes, dimension {features.dim}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from clipadapt.methods import list_methods
+
+        for cls in list_methods():
+            print(f"{cls.name:24s} {cls.setting:13s} {cls.summary}")
+    elif args.what == "datasets":
+        from clipadapt.data import list_datasets
+
+        print("\n".join(list_datasets()))
+    else:
+        from clipadapt.backbones import list_models
+
+        print("\n".join(list_models()))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from clipadapt.evaluation import read_results, render_markdown, write_table
+
+    rows = read_results(args.results)
+    if args.output:
+        write_table(rows, args.output)
+        print(f"wrote {args.output}: {len(rows)} rows")
+    else:
+        print(render_markdown(rows), end="")
+    return 0
+
+
+def _configure_logging(quiet: bool) -> None:
+    """clipadapt's own messages on stderr; other libraries keep their default (warnings only)."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("clipadapt: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+COMMANDS = {"eval": cmd_eval, "extract": cmd_extract, "list": cmd_list, "build": cmd_build}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    _configure_logging(quiet)
+    from clipadapt.progress import set_quiet
+
+    set_quiet(quiet)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except ClipAdaptError as exc:
+        print(f"clipadapt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clipadapt: interrupted (finished feature chunks stay cached; rerun to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

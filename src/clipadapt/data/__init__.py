@@ -1,0 +1,104 @@
+"""Data sources: resolve a ``--dataset`` spec to images, labels, class names and prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clipadapt.data.prompts import (
+    DEFAULT_TEMPLATES,
+    Prompts,
+    bundled_metadata,
+    expand_prompts,
+    read_classnames,
+    read_prompts,
+)
+from clipadapt.data.sources import ImageSource, UnreadableImage, csv_source, folder_source, open_image
+from clipadapt.data.torchvision_source import TORCHVISION_DATASETS
+from clipadapt.errors import ClipAdaptError, unknown_name
+
+HF_PREFIX = "hf:"
+
+
+def list_datasets() -> list[str]:
+    """Dataset names known by name (torchvision), plus the other kinds of ``--dataset`` value."""
+    return [*sorted(TORCHVISION_DATASETS), "hf:<name-or-folder>", "<folder of class sub-folders>", "<manifest.csv>"]
+
+
+def open_source(
+    spec: str,
+    root: str | None = None,
+    split: str = "test",
+    classnames_file: str | None = None,
+    download: bool = False,
+) -> ImageSource:
+    """Resolve ``spec`` (a folder, a CSV manifest, ``hf:<name>``, or a torchvision name) to a checked source.
+
+    ``classnames_file`` overrides the source's class names; its length must match the labels.
+    """
+    override = read_classnames(classnames_file) if classnames_file else None
+    path = Path(spec)
+    if spec.startswith(HF_PREFIX):
+        from clipadapt.data.hf_source import HFDatasetSource
+
+        source: ImageSource = HFDatasetSource(spec.removeprefix(HF_PREFIX), split)
+    elif path.is_dir():
+        source = folder_source(path)
+    elif path.suffix.lower() == ".csv":
+        if not path.is_file():
+            raise ClipAdaptError(f"CSV manifest {spec!r} does not exist")
+        source = csv_source(path, override)
+    elif spec in TORCHVISION_DATASETS:
+        from clipadapt.data.torchvision_source import TorchvisionSource
+
+        source = TorchvisionSource(spec, root, split, download)
+    elif path.exists():
+        raise ClipAdaptError(f"{spec!r} is neither a folder of images nor a .csv manifest")
+    else:
+        raise unknown_name("dataset", spec, TORCHVISION_DATASETS)
+    bundled = bundled_metadata().get(spec, {}).get("classnames") if spec in TORCHVISION_DATASETS else None
+    if override is not None:
+        source.classnames = override
+    elif bundled is not None and (source.classnames is None or len(bundled) == len(source.classnames)):
+        source.classnames = list(bundled)  # CLIP's curated names, in the dataset's label order
+    check_source(source)
+    return source
+
+
+def check_source(source: ImageSource) -> None:
+    """Class names must exist and cover every label."""
+    if len(source) == 0:
+        raise ClipAdaptError(f"dataset {source.name!r} has no images")
+    if source.classnames is None:
+        raise ClipAdaptError(f"dataset {source.name!r} has no class names: pass --classnames FILE")
+    if source.labels is not None and len(source.labels):
+        n_classes = len(source.classnames)
+        lo, hi = int(np.min(source.labels)), int(np.max(source.labels))
+        if lo < 0 or hi >= n_classes:
+            raise ClipAdaptError(
+                f"dataset {source.name!r} has labels {lo}..{hi} but {n_classes} class names; "
+                "the class-name count must match the labels"
+            )
+
+
+def default_prompts(spec: str, templates_file: str | None = None) -> Prompts:
+    """The user's templates/descriptions file, else the dataset's bundled templates, else a generic set."""
+    if templates_file:
+        return read_prompts(templates_file)
+    entry = bundled_metadata().get(spec)
+    return list(entry["templates"]) if entry else list(DEFAULT_TEMPLATES)
+
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "ImageSource",
+    "Prompts",
+    "UnreadableImage",
+    "check_source",
+    "default_prompts",
+    "expand_prompts",
+    "list_datasets",
+    "open_image",
+    "open_source",
+]

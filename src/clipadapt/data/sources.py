@@ -1,0 +1,178 @@
+"""Image sources: where images (and, when known, their labels) come from.
+
+Every source is a list of N items that can each be opened as a PIL image, with optional integer labels,
+class names, per-item split names, and a fingerprint that changes when the items do.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clipadapt.errors import ClipAdaptError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+class UnreadableImage(Exception):
+    """One image could not be read; extraction skips it and counts it."""
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode one image as RGB, raising :class:`UnreadableImage` with the reason."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise UnreadableImage("file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+class ImageSource(ABC):
+    """N images with optional labels (N,), class names (C,) and split names (N,)."""
+
+    name: str
+    classnames: list[str] | None
+    labels: np.ndarray | None
+    splits: np.ndarray | None = None
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def load(self, index: int) -> Image.Image:
+        """The image at ``index`` as RGB; raises :class:`UnreadableImage`."""
+
+    @abstractmethod
+    def describe(self, index: int) -> str:
+        """A human-readable name for item ``index`` (its path, or dataset and index)."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Changes whenever the items or labels change; part of the feature cache key."""
+
+    def paths(self) -> list[str] | None:
+        return None
+
+
+def _hash(parts: Sequence[object]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+class FileListSource(ImageSource):
+    """Images given as file paths (a folder tree or a CSV manifest)."""
+
+    def __init__(
+        self,
+        name: str,
+        files: Sequence[str],
+        labels: np.ndarray | None,
+        classnames: list[str] | None,
+        splits: np.ndarray | None = None,
+    ) -> None:
+        self.name = name
+        self.files = list(files)
+        self.labels = labels
+        self.classnames = classnames
+        self.splits = splits
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> Image.Image:
+        return open_image(self.files[index])
+
+    def describe(self, index: int) -> str:
+        return self.files[index]
+
+    def paths(self) -> list[str]:
+        return self.files
+
+    def fingerprint(self) -> str:
+        stats = []
+        for f in self.files:
+            try:
+                st = os.stat(f)
+                stats.append((f, st.st_size, st.st_mtime_ns))
+            except OSError:
+                stats.append((f, -1, -1))
+        labels = None if self.labels is None else self.labels.tolist()
+        splits = None if self.splits is None else self.splits.tolist()
+        return _hash([stats, labels, splits])
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def folder_source(root: str | os.PathLike) -> FileListSource:
+    """A folder with one sub-folder per class (labelled), or a flat folder of images (unlabelled).
+
+    Class names are the sub-folder names with ``_`` read as a space, in sorted order.
+    """
+    root = Path(root)
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    per_class = [sorted(str(p) for p in d.rglob("*") if p.is_file() and _is_image(p)) for d in class_dirs]
+    if any(per_class):
+        kept = [(d, files) for d, files in zip(class_dirs, per_class, strict=True) if files]
+        files = [f for _, fs in kept for f in fs]
+        labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, (_, fs) in enumerate(kept)])
+        classnames = [d.name.replace("_", " ") for d, _ in kept]
+        return FileListSource(root.name, files, labels, classnames)
+    flat = sorted(str(p) for p in root.iterdir() if p.is_file() and _is_image(p))
+    if not flat:
+        raise ClipAdaptError(
+            f"no images found in {str(root)!r} (expected one sub-folder of images per class, or images directly; "
+            f"extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    return FileListSource(root.name, flat, None, None)
+
+
+def csv_source(path: str | os.PathLike, classnames: list[str] | None = None) -> FileListSource:
+    """A CSV manifest with a header: ``path`` (relative to the CSV's folder), optional ``label`` and ``split``.
+
+    Labels may be class names or integer indices (indices need ``classnames``).
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ClipAdaptError(f"cannot read CSV manifest {str(path)!r}: {exc}") from None
+    if "path" not in header:
+        raise ClipAdaptError(f"CSV manifest {str(path)!r} needs a 'path' column (found: {', '.join(header) or 'none'})")
+    if not rows:
+        raise ClipAdaptError(f"CSV manifest {str(path)!r} lists no images")
+    files = [str((path.parent / r["path"]).resolve()) if r["path"] else "" for r in rows]
+    splits = np.array([r["split"].strip() for r in rows]) if "split" in header else None
+    labels = None
+    if "label" in header:
+        raw = [(r["label"] or "").strip() for r in rows]
+        if all(v.lstrip("-").isdigit() for v in raw):
+            labels = np.array([int(v) for v in raw], dtype=np.int64)
+            if classnames is None:
+                raise ClipAdaptError(f"{str(path)!r} has integer labels: pass --classnames FILE to name them")
+        else:
+            if classnames is None:
+                classnames = sorted(set(raw))
+            index = {c: i for i, c in enumerate(classnames)}
+            unknown = sorted(set(raw) - set(index))
+            if unknown:
+                raise ClipAdaptError(f"{str(path)!r} has labels not in the class names: {', '.join(unknown[:5])}")
+            labels = np.array([index[v] for v in raw], dtype=np.int64)
+    return FileListSource(path.stem, files, labels, classnames, splits)

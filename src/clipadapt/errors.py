@@ -1,0 +1,19 @@
+"""User-facing errors: one clear line on the command line, never a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ClipAdaptError(Exception):
+    """An error caused by the user's input or environment, shown as a single line by the CLI."""
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ClipAdaptError:
+    """Build the error for an unknown ``kind`` name, suggesting the closest known names."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    listing = f" (known: {', '.join(choices)})" if len(choices) <= 12 else f" (see 'clipadapt list {kind}s')"
+    return ClipAdaptError(f"unknown {kind} {name!r}{hint}{'' if close else listing}")

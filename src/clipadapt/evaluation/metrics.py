@@ -1,0 +1,29 @@
+"""Classification metrics, as fractions in [0, 1] (CLIP_benchmark's definitions)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Share of rows whose label is among the ``k`` highest logits. logits (N, C), labels (N,)."""
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return float((top == labels[:, None]).any(dim=1).double().mean())
+
+
+def mean_per_class_recall(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over the classes present in ``labels`` of the recall of each class. Both (N,)."""
+    classes = labels.unique()
+    recalls = [(predictions[labels == c] == c).double().mean() for c in classes]
+    return float(torch.stack(recalls).mean())
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """``acc1``, ``acc5`` (top-min(5, C)) and ``mean_per_class_recall``."""
+    logits, labels = logits.float().cpu(), labels.cpu()
+    return {
+        "acc1": topk_accuracy(logits, labels, 1),
+        "acc5": topk_accuracy(logits, labels, 5),
+        "mean_per_class_recall": mean_per_class_recall(logits.argmax(dim=1), labels),
+    }

@@ -1,0 +1,71 @@
+"""Run one method on one FeatureSet and report it as a result record (the result-JSON contract)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipadapt.errors import ClipAdaptError
+from clipadapt.evaluation.metrics import classification_metrics
+from clipadapt.features.featureset import FeatureSet
+from clipadapt.methods import Method, build_method
+from clipadapt.runtime import seed_everything
+
+TEST_SPLIT = "test"
+
+
+def test_subset(features: FeatureSet) -> FeatureSet:
+    """The rows to score: the ``test`` split when the features have splits, else all of them."""
+    if features.split is None:
+        return features
+    mask = features.split_mask(TEST_SPLIT)
+    if not mask.any():
+        found = ", ".join(sorted(set(np.asarray(features.split).tolist())))
+        raise ClipAdaptError(f"features of {features.dataset!r} have splits ({found}) but no '{TEST_SPLIT}' rows")
+    return features.subset(mask)
+
+
+def fit_and_predict(features: FeatureSet, method: Method, seed: int = 0) -> tuple[torch.Tensor, FeatureSet, float]:
+    """Fit ``method`` and return (test logits (N, C), the test rows, seconds taken).
+
+    The method sees the test features *without labels*; labels are read only to score, by the caller.
+    """
+    if method.setting not in ("zero-shot", "transductive"):
+        raise ClipAdaptError(f"method {method.name!r} ({method.setting}) is not supported by this runner yet")
+    test = test_subset(features)
+    seed_everything(seed)
+    start = time.perf_counter()
+    fit = method.fit(test.without_labels())
+    logits = fit.target_logits if fit.target_logits is not None else fit.classifier.logits(test.image_features)
+    return logits, test, time.perf_counter() - start
+
+
+def run_method(
+    features: FeatureSet,
+    method: str | Method,
+    seed: int = 0,
+    hparams: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit ``method``, score it on the test rows, and return the result record (GUIDE §3).
+
+    ``seconds`` is the wall time of fitting and predicting (feature extraction excluded).
+    """
+    instance = build_method(method, hparams) if isinstance(method, str) else method
+    logits, test, seconds = fit_and_predict(features, instance, seed)
+    metrics = classification_metrics(logits, test.labels) if test.labels is not None else {}
+    return {
+        "dataset": features.dataset,
+        "model": features.model,
+        "pretrained": features.pretrained,
+        "task": f"{instance.setting.replace('-', '')}_classification",
+        "method": instance.name,
+        "setting": instance.setting,
+        "hparams": instance.hparams(),
+        "metrics": metrics,
+        "seed": seed,
+        "shots": None,
+        "seconds": round(seconds, 4),
+    }

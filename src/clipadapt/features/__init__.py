@@ -1,0 +1,67 @@
+"""Features: extraction through the cache, text prototypes, and the FeatureSet every method works on."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from clipadapt.backbones.base import Backbone
+from clipadapt.data.prompts import Prompts
+from clipadapt.data.sources import ImageSource
+from clipadapt.errors import ClipAdaptError
+from clipadapt.features.featureset import FeatureSet, load_feature_file, save_feature_file
+from clipadapt.features.store import ExtractedImages, FeatureStore
+from clipadapt.features.text import encode_prompts
+
+log = logging.getLogger("clipadapt")
+
+
+def extract(
+    backbone: Backbone,
+    source: ImageSource,
+    prompts: Prompts,
+    store: FeatureStore | None = None,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+) -> FeatureSet:
+    """Image features of ``source`` (cached) and class prototypes from ``prompts`` as one FeatureSet.
+
+    Unreadable images are skipped and counted (``extra["skipped"]``); it is an error only if none is readable.
+    """
+    store = store or FeatureStore()
+    images = store.extract(backbone, source, batch_size=batch_size, num_workers=num_workers)
+    if not images.valid.any():
+        raise ClipAdaptError(f"none of the {len(source)} images could be read; {images.summary(source)}")
+    if images.failures:
+        log.warning(images.summary(source))
+    assert source.classnames is not None
+    text_features, text_all = encode_prompts(backbone, source.classnames, prompts)
+    keep = np.flatnonzero(images.valid)
+    paths = source.paths()
+    return FeatureSet(
+        image_features=images.features[keep],
+        text_features=text_features,
+        labels=None if source.labels is None else torch.from_numpy(source.labels[keep]),
+        text_all=text_all,
+        classnames=list(source.classnames),
+        prompt_names=list(prompts) if isinstance(prompts, list) else None,
+        split=None if source.splits is None else source.splits[keep],
+        paths=None if paths is None else [paths[i] for i in keep],
+        model=backbone.name,
+        pretrained=backbone.pretrained,
+        dataset=source.name,
+        extra={"skipped": len(images.failures)},
+    )
+
+
+__all__ = [
+    "ExtractedImages",
+    "FeatureSet",
+    "FeatureStore",
+    "encode_prompts",
+    "extract",
+    "load_feature_file",
+    "save_feature_file",
+]

@@ -1,0 +1,167 @@
+"""FeatureSet: the image and text features every method works on, and the ``.npz`` feature-file contract.
+
+File keys (GUIDE §3): ``image_features`` (N, D), ``text_features`` (C, D); optional ``labels`` (N,),
+``text_all`` (P, C, D), ``classnames`` (C,), ``prompt_names`` (P,), ``model``, ``pretrained``, ``dataset``
+(0-d strings), ``split`` (N,) strings. clipadapt also writes ``paths`` (N,) when images came from files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipadapt.errors import ClipAdaptError
+from clipadapt.io import atomic_path
+
+
+@dataclass
+class FeatureSet:
+    image_features: torch.Tensor  # (N, D) float32, not necessarily normalised
+    text_features: torch.Tensor  # (C, D) float32, one prototype per class
+    labels: torch.Tensor | None = None  # (N,) int64, None when unlabelled
+    text_all: torch.Tensor | None = None  # (P, C, D) per-prompt text features
+    classnames: list[str] | None = None  # (C,)
+    prompt_names: list[str] | None = None  # (P,)
+    split: np.ndarray | None = None  # (N,) "train"/"test"/…
+    paths: list[str] | None = None  # (N,)
+    model: str = ""
+    pretrained: str = ""
+    dataset: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.image_features.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.text_features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.image_features.shape[1])
+
+    def without_labels(self) -> FeatureSet:
+        """The same features with labels removed: what label-free methods receive."""
+        return dataclasses.replace(self, labels=None)
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> FeatureSet:
+        """Rows ``index`` (bool mask or integer indices) of every per-image field."""
+        idx = torch.as_tensor(np.asarray(index))
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().squeeze(1)
+        np_idx = idx.numpy()
+        return dataclasses.replace(
+            self,
+            image_features=self.image_features[idx],
+            labels=None if self.labels is None else self.labels[idx],
+            split=None if self.split is None else self.split[np_idx],
+            paths=None if self.paths is None else [self.paths[i] for i in np_idx],
+        )
+
+    def split_mask(self, name: str) -> np.ndarray:
+        if self.split is None:
+            return np.ones(len(self), dtype=bool)
+        return self.split == name
+
+
+REQUIRED_KEYS = ("image_features", "text_features")
+
+
+def _string(value: np.ndarray) -> str:
+    return str(value.item()) if value.ndim == 0 else str(value)
+
+
+def load_feature_file(path: str | os.PathLike) -> FeatureSet:
+    """Read and validate a feature file; any problem is one :class:`ClipAdaptError` naming the file."""
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise ClipAdaptError(f"feature file {name!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ClipAdaptError(f"cannot read feature file {name!r}: {exc}") from None
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise ClipAdaptError(f"feature file {name!r} lacks required key(s) {', '.join(missing)}")
+
+    def bad(msg: str) -> ClipAdaptError:
+        return ClipAdaptError(f"feature file {name!r}: {msg}")
+
+    image, text = arrays["image_features"], arrays["text_features"]
+    if image.ndim != 2 or text.ndim != 2:
+        raise bad(f"image_features must be (N, D) and text_features (C, D); got {image.shape} and {text.shape}")
+    n, d = image.shape
+    c = text.shape[0]
+    if n == 0 or c == 0:
+        raise bad("image_features and text_features must not be empty")
+    if text.shape[1] != d:
+        raise bad(f"image features have dimension {d} but text features {text.shape[1]}")
+    for key in ("image_features", "text_features", "text_all"):
+        if key in arrays and not np.issubdtype(arrays[key].dtype, np.number):
+            raise bad(f"{key} must be numeric, not {arrays[key].dtype}")
+        if key in arrays and not np.isfinite(arrays[key]).all():
+            raise bad(f"{key} contains NaN or infinite values")
+    labels = None
+    if "labels" in arrays:
+        labels = arrays["labels"]
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise bad(f"labels must be ({n},) integers; got {labels.shape} {labels.dtype}")
+        if labels.min() < 0 or labels.max() >= c:
+            raise bad(f"labels span {labels.min()}..{labels.max()} but there are {c} classes")
+    text_all = arrays.get("text_all")
+    if text_all is not None and (text_all.ndim != 3 or text_all.shape[1:] != (c, d)):
+        raise bad(f"text_all must be (P, {c}, {d}); got {text_all.shape}")
+    classnames = [str(s) for s in arrays["classnames"]] if "classnames" in arrays else None
+    if classnames is not None and len(classnames) != c:
+        raise bad(f"{len(classnames)} class names for {c} text features")
+    prompt_names = [str(s) for s in arrays["prompt_names"]] if "prompt_names" in arrays else None
+    split = arrays["split"].astype(str) if "split" in arrays else None
+    if split is not None and split.shape != (n,):
+        raise bad(f"split must be ({n},) strings; got {split.shape}")
+    paths = [str(s) for s in arrays["paths"]] if "paths" in arrays else None
+    return FeatureSet(
+        image_features=torch.from_numpy(image.astype(np.float32)),
+        text_features=torch.from_numpy(text.astype(np.float32)),
+        labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
+        text_all=None if text_all is None else torch.from_numpy(text_all.astype(np.float32)),
+        classnames=classnames or [f"class {i}" for i in range(c)],
+        prompt_names=prompt_names,
+        split=split,
+        paths=paths,
+        model=_string(arrays["model"]) if "model" in arrays else "",
+        pretrained=_string(arrays["pretrained"]) if "pretrained" in arrays else "",
+        dataset=_string(arrays["dataset"]) if "dataset" in arrays else path.stem,
+    )
+
+
+def save_feature_file(features: FeatureSet, path: str | os.PathLike) -> None:
+    """Write ``features`` in the feature-file format, atomically."""
+    arrays: dict[str, np.ndarray] = {
+        "image_features": features.image_features.numpy(),
+        "text_features": features.text_features.numpy(),
+        "model": np.array(features.model),
+        "pretrained": np.array(features.pretrained),
+        "dataset": np.array(features.dataset),
+    }
+    if features.labels is not None:
+        arrays["labels"] = features.labels.numpy()
+    if features.text_all is not None:
+        arrays["text_all"] = features.text_all.numpy()
+    if features.classnames is not None:
+        arrays["classnames"] = np.array(features.classnames)
+    if features.prompt_names is not None:
+        arrays["prompt_names"] = np.array(features.prompt_names)
+    if features.split is not None:
+        arrays["split"] = np.asarray(features.split).astype(str)
+    if features.paths is not None:
+        arrays["paths"] = np.array(features.paths)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)

@@ -1,0 +1,204 @@
+"""FeatureStore: image features extracted once, cached on disk, resumable after an interruption.
+
+Layout of one entry, ``<root>/<key>/``: ``meta.json`` (what the key stands for) and ``chunk-XXXXX.npz``
+files of ``chunk_size`` consecutive images each (``features`` (n, D) float32, ``valid`` (n,) bool,
+``failed``/``reasons`` for unreadable images). Each chunk is written atomically as soon as it is complete,
+so an interrupted extraction resumes at the first missing chunk. The key hashes the backbone identity
+(library, model, pretrained tag, weights fingerprint), the image transform, and the data source's
+fingerprint (items, labels, split), so changing any of them never returns stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from clipadapt.backbones.base import Backbone, describe_transform
+from clipadapt.data.sources import ImageSource, UnreadableImage
+from clipadapt.io import atomic_path, write_json
+from clipadapt.progress import progress
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CLIPADAPT_CACHE", Path.home() / ".cache" / "clipadapt")) / "features"
+
+
+@dataclass
+class ExtractedImages:
+    features: torch.Tensor  # (N, D) float32; rows of unreadable images are zero (D = 0 if none is readable)
+    valid: np.ndarray  # (N,) bool
+    failures: list[tuple[int, str]]  # (index, reason) of unreadable images
+
+    def summary(self, source: ImageSource, limit: int = 3) -> str:
+        shown = "; ".join(f"{source.describe(i)}: {reason}" for i, reason in self.failures[:limit])
+        more = f" (+{len(self.failures) - limit} more)" if len(self.failures) > limit else ""
+        return f"skipped {len(self.failures)} unreadable image(s) of {len(self.valid)}: {shown}{more}"
+
+
+class _ImageDataset(Dataset):
+    """Item ``i`` → (i, transformed image or None, failure reason or None)."""
+
+    def __init__(self, source: ImageSource, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return index, self.transform(self.source.load(index)), None
+        except UnreadableImage as exc:
+            return index, None, str(exc)
+        except (OSError, ValueError) as exc:  # decoding errors that surface inside the transform
+            return index, None, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(
+    batch: list[tuple[int, torch.Tensor | None, str | None]],
+) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    ok = [(i, x) for i, x, err in batch if err is None]
+    failed = [(i, err) for i, _, err in batch if err is not None]
+    # default_collate stacks straight into shared memory inside a worker: no extra copy between processes
+    pixels = default_collate([x for _, x in ok]) if ok else None
+    return [i for i, _ in ok], pixels, failed
+
+
+class FeatureStore:
+    """Caches extracted image features under ``root`` (default ``~/.cache/clipadapt/features``)."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    @staticmethod
+    def key_fields(backbone: Backbone, source: ImageSource, transform: object) -> dict[str, Any]:
+        return {
+            "backbone": {**backbone.identity(), "transform": describe_transform(transform)},
+            "dataset": source.name,
+            "split": getattr(source, "split", None),
+            "source": source.fingerprint(),
+            "num_images": len(source),
+        }
+
+    @staticmethod
+    def key(fields: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+    def extract(
+        self,
+        backbone: Backbone,
+        source: ImageSource,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        transform: Callable[[Any], torch.Tensor] | None = None,
+        chunk_size: int | None = None,
+    ) -> ExtractedImages:
+        """Features of every image of ``source``, reusing and completing whatever the cache holds."""
+        transform = transform or backbone.preprocess
+        fields = self.key_fields(backbone, source, transform)
+        entry = self.root / self.key(fields)
+        meta_path = entry / "meta.json"
+        if meta_path.exists():
+            chunk_size = int(json.loads(meta_path.read_text())["chunk_size"])
+        else:
+            chunk_size = chunk_size or max(batch_size, (1024 // batch_size) * batch_size)
+            write_json(meta_path, {**fields, "chunk_size": chunk_size})
+        n = len(source)
+        n_chunks = (n + chunk_size - 1) // chunk_size
+        pending = [c for c in range(n_chunks) if not _chunk_path(entry, c).exists()]
+        if pending:
+            _extract_chunks(backbone, source, transform, entry, pending, chunk_size, batch_size, num_workers)
+        return _assemble(entry, n_chunks)
+
+
+def _chunk_path(entry: Path, chunk: int) -> Path:
+    return entry / f"chunk-{chunk:05d}.npz"
+
+
+def default_num_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _batches(pending: list[int], chunk_size: int, batch_size: int, n: int) -> Iterator[list[int]]:
+    """Batches of indices that never straddle two chunks."""
+    for chunk in pending:
+        stop = min((chunk + 1) * chunk_size, n)
+        for start in range(chunk * chunk_size, stop, batch_size):
+            yield list(range(start, min(start + batch_size, stop)))
+
+
+def _extract_chunks(
+    backbone: Backbone,
+    source: ImageSource,
+    transform: Callable[[Any], torch.Tensor],
+    entry: Path,
+    pending: list[int],
+    chunk_size: int,
+    batch_size: int,
+    num_workers: int | None,
+) -> None:
+    n = len(source)
+    workers = default_num_workers() if num_workers is None else num_workers
+    loader = DataLoader(
+        _ImageDataset(source, transform),
+        batch_sampler=list(_batches(pending, chunk_size, batch_size, n)),
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=backbone.device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    bar = progress(loader, desc=f"extracting {source.name}", total=len(loader.batch_sampler), unit="batch")
+    buffers: dict[int, dict[str, Any]] = {}
+    for indices, pixels, failed in bar:
+        chunk = (indices or [i for i, _ in failed])[0] // chunk_size
+        start = chunk * chunk_size
+        size = min(chunk_size, n - start)
+        buf = buffers.setdefault(chunk, {"features": None, "valid": np.zeros(size, bool), "failed": [], "count": 0})
+        if pixels is not None:
+            feats = backbone.encode_images(pixels).cpu().numpy()
+            if buf["features"] is None:
+                buf["features"] = np.zeros((size, feats.shape[1]), dtype=np.float32)
+            rows = np.asarray(indices) - start
+            buf["features"][rows] = feats
+            buf["valid"][rows] = True
+        buf["failed"].extend(failed)
+        buf["count"] += len(indices) + len(failed)
+        if buf["count"] == size:
+            _write_chunk(entry, chunk, buffers.pop(chunk))
+
+
+def _write_chunk(entry: Path, chunk: int, buf: dict[str, Any]) -> None:
+    features = buf["features"] if buf["features"] is not None else np.zeros((len(buf["valid"]), 0), np.float32)
+    failed = sorted(buf["failed"])
+    with atomic_path(_chunk_path(entry, chunk), suffix=".npz") as tmp:
+        np.savez(
+            tmp,
+            features=features,
+            valid=buf["valid"],
+            failed=np.array([i for i, _ in failed], dtype=np.int64),
+            reasons=np.array([r for _, r in failed], dtype=str),
+        )
+
+
+def _assemble(entry: Path, n_chunks: int) -> ExtractedImages:
+    parts, valid, failures = [], [], []
+    dim = 0
+    for c in range(n_chunks):
+        with np.load(_chunk_path(entry, c)) as z:
+            parts.append(z["features"])
+            valid.append(z["valid"])
+            failures.extend(zip(z["failed"].tolist(), z["reasons"].tolist(), strict=True))
+            dim = max(dim, z["features"].shape[1])
+    features = np.concatenate(
+        [p if p.shape[1] == dim else np.zeros((len(v), dim), np.float32) for p, v in zip(parts, valid, strict=True)]
+    )
+    return ExtractedImages(torch.from_numpy(features), np.concatenate(valid), failures)

@@ -1,0 +1,17 @@
+"""Adaptation methods, registered by name. Importing this package registers every built-in method."""
+
+from clipadapt.methods import zeroshot  # noqa: F401  (registers)
+from clipadapt.methods.base import Classifier, Fit, Method, Setting
+from clipadapt.methods.registry import build_method, get_method, list_methods, parse_hparams, register_method
+
+__all__ = [
+    "Classifier",
+    "Fit",
+    "Method",
+    "Setting",
+    "build_method",
+    "get_method",
+    "list_methods",
+    "parse_hparams",
+    "register_method",
+]

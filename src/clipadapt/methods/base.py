@@ -1,0 +1,71 @@
+"""What every method is and produces.
+
+A :class:`Method` is a dataclass whose fields are its hyperparameters. ``fit`` receives the *target*
+features — always without labels: the runner strips them, so a label-free method cannot read them — and,
+for few-shot methods, a labelled *support* set. It returns a :class:`Fit`: a reusable :class:`Classifier`
+and, for transductive methods, the logits of the target images themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+
+from clipadapt.features.featureset import FeatureSet
+
+Setting = Literal["zero-shot", "transductive", "inductive", "few-shot"]
+
+
+@dataclass
+class Classifier:
+    """A classifier on L2-normalised image features: logits = scale · x̂ Wᵀ + b.
+
+    ``weights`` (C, D) are used as given (methods normalise them when their paper does).
+    """
+
+    weights: torch.Tensor  # (C, D)
+    classnames: list[str]
+    logit_scale: float = 100.0
+    bias: torch.Tensor | None = None  # (C,)
+    method: str = ""
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(N, D) image features (any norm) → (N, C) logits."""
+        x = F.normalize(image_features.float(), dim=-1)
+        out = self.logit_scale * x @ self.weights.T
+        return out if self.bias is None else out + self.bias
+
+    def predict(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(N, D) → (N,) predicted class indices."""
+        return self.logits(image_features).argmax(dim=-1)
+
+
+@dataclass
+class Fit:
+    classifier: Classifier
+    target_logits: torch.Tensor | None = None  # (N, C) for the target images, when the method is transductive
+    history: dict[str, list[float]] = field(default_factory=dict)  # per-iteration diagnostics, for reports
+
+
+@dataclass
+class Method(ABC):
+    """Base class; subclasses are dataclasses whose fields are hyperparameters with their paper's defaults."""
+
+    name: ClassVar[str] = ""
+    setting: ClassVar[Setting] = "zero-shot"
+    label_free: ClassVar[bool] = True
+    summary: ClassVar[str] = ""
+
+    @abstractmethod
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
+        """Adapt on ``target`` (unlabelled) and, for few-shot methods, ``support`` (labelled)."""
+
+    def hparams(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipadapt.cli import main
+from conftest import whurs19_files
+from helpers import make_feature_arrays, write_corrupt
+
+RESULT_KEYS = ["dataset", "model", "pretrained", "task", "method", "setting", "hparams", "metrics", "seed",
+               "shots", "seconds"]  # fmt: skip
+# Zero-shot top-1 of each WHU-RS19 feature file, from shared/GUIDE.md §5.
+WHURS19_ZEROSHOT = {
+    "CLIP_RN50": 0.7154, "CLIP_ViT-B-32": 0.8129, "CLIP_ViT-L-14": 0.8547,
+    "GeoRSCLIP_ViT-B-32": 0.8876, "GeoRSCLIP_ViT-L-14": 0.8846, "RemoteCLIP_RN50": 0.9542,
+    "RemoteCLIP_ViT-B-32": 0.9522, "RemoteCLIP_ViT-L-14": 0.9353,
+}  # fmt: skip
+
+
+@pytest.fixture
+def feature_file(tmp_path: Path) -> Path:
+    path = tmp_path / "synthetic.npz"
+    np.savez(path, **make_feature_arrays())
+    return path
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.skipif(not whurs19_files(), reason="shared WHU-RS19 features not present")
+def test_zeroshot_reproduces_the_published_whurs19_numbers(tmp_path: Path, capsys) -> None:
+    files = [str(f) for f in whurs19_files()]
+    template = str(tmp_path / "{pretrained}_{model}.json")
+    code, _, _ = _run(capsys, "eval", "--features", *files, "--method", "zeroshot", "--output", template, "--quiet")
+    assert code == 0
+    for name, expected in WHURS19_ZEROSHOT.items():
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert list(record) == RESULT_KEYS
+        assert record["metrics"]["acc1"] == pytest.approx(expected, abs=5e-4), name
+        assert 0 <= record["metrics"]["mean_per_class_recall"] <= 1 and record["metrics"]["acc5"] >= expected
+
+
+def test_grid_of_features_and_seeds_with_placeholders(feature_file: Path, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other.npz"
+    arrays = make_feature_arrays(seed=1)
+    arrays["dataset"] = np.array("second")
+    np.savez(other, **arrays)
+    template = str(tmp_path / "out" / "{dataset}-{method}-{seed}.json")
+    code, out, _ = _run(capsys, "eval", "--features", str(feature_file), str(other), "--seed", "0", "1",
+                        "--output", template)  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "second-zeroshot-0.json", "second-zeroshot-1.json", "synthetic-zeroshot-0.json", "synthetic-zeroshot-1.json"
+    ]  # fmt: skip
+    assert out.count("| zeroshot |") == 4
+
+
+def test_skip_existing(feature_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    code, stdout, _ = _run(capsys, "eval", "--features", str(feature_file), "--output", str(out), "--skip_existing")
+    assert code == 0 and out.read_text() == "{}" and "zeroshot" not in stdout
+
+
+def test_colliding_outputs_are_refused_before_running(feature_file: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = _run(capsys, "eval", "--features", str(feature_file), "--seed", "0", "1",
+                        "--output", str(tmp_path / "r.json"))  # fmt: skip
+    assert code == 2 and "add placeholders" in err and not (tmp_path / "r.json").exists()
+
+
+def test_hyperparameter_override_is_recorded(feature_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.json"
+    assert (
+        _run(capsys, "eval", "--features", str(feature_file), "--hparam", "logit_scale=50", "--output", str(out))[0]
+        == 0
+    )
+    assert json.loads(out.read_text())["hparams"] == {"logit_scale": 50.0}
+    code, _, err = _run(capsys, "eval", "--features", str(feature_file), "--hparam", "lr=1")
+    assert code == 2 and "no selected method has a hyperparameter 'lr'" in err
+
+
+def test_build_table_csv_and_markdown(feature_file: Path, tmp_path: Path, capsys) -> None:
+    template = str(tmp_path / "r-{seed}.json")
+    _run(capsys, "eval", "--features", str(feature_file), "--seed", "0", "1", "--output", template)
+    results = sorted(str(p) for p in tmp_path.glob("r-*.json"))
+    assert _run(capsys, "build", *results, "--output", str(tmp_path / "t.csv"))[0] == 0
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0].startswith("dataset,model,pretrained,method") and len(lines) == 3
+    acc = json.loads(Path(results[0]).read_text())["metrics"]["acc1"]
+    assert f"{acc:.4f}" in lines[1]
+    assert _run(capsys, "build", *results, "--output", str(tmp_path / "t.md"))[0] == 0
+    assert (tmp_path / "t.md").read_text().startswith("| dataset |")
+
+
+@pytest.mark.parametrize("what", ["methods", "datasets", "models"])
+def test_list(what: str, capsys) -> None:
+    code, out, _ = _run(capsys, "list", what)
+    assert code == 0
+    assert {"methods": "zeroshot", "datasets": "cifar10", "models": "ViT-B-32 --pretrained openai"}[what] in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "--features", "{f}", "--method", "zeroshots"], "unknown method 'zeroshots'; did you mean 'zeroshot'"),
+        (["eval", "--dataset", "cifar01", "--model", "ViT-B-32", "--pretrained", "openai"], "did you mean 'cifar10'"),
+        (["eval", "--features", "{d}/missing.npz"], "does not exist"),
+        (["eval"], "needs --features FILE or --dataset"),
+        (["eval", "--dataset", "{i}", "--model", "ViT-B-23", "--pretrained", "openai"], "unknown model 'ViT-B-23'"),
+        (["eval", "--dataset", "{d}/empty", "--model", "ViT-B-32", "--pretrained", "openai"], "no images found"),
+        (["eval", "--features", "{f}", "--hparam", "logit_scale=abc"], "not a valid float"),
+        (["build", "{d}/nothing.json"], "cannot read result file"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    argv, message, feature_file: Path, image_folder: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(f=feature_file, d=tmp_path, i=image_folder) for a in argv]
+    code, _, err = _run(capsys, *argv, *(["--output", str(tmp_path / "o.json")] if argv[0] == "eval" else []))
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_images_end_to_end_and_extract_matches_eval(
+    tiny_openclip: str, image_folder: Path, tmp_path: Path, capsys
+) -> None:
+    write_corrupt(image_folder / "red" / "broken.png")
+    model = ["--model", tiny_openclip, "--pretrained", "random", "--num_workers", "0", "--quiet"]
+    code, _, err = _run(capsys, "eval", "--dataset", str(image_folder), *model, "--output", str(tmp_path / "a.json"))
+    assert code == 0 and "skipped 1 unreadable image" in err
+    code, out, _ = _run(capsys, "extract", "--dataset", str(image_folder), *model, "--output", str(tmp_path / "f.npz"))
+    assert code == 0 and "18 images, 3 classes" in out
+    assert _run(capsys, "eval", "--features", str(tmp_path / "f.npz"), "--output", str(tmp_path / "b.json"))[0] == 0
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert a["metrics"] == b["metrics"] and a["dataset"] == b["dataset"] == "colours"
+    assert a["model"] == b["model"] == tiny_openclip
+
+
+def test_label_free_predictions_ignore_labels(feature_file: Path) -> None:
+    import torch
+
+    from clipadapt.evaluation.runner import fit_and_predict
+    from clipadapt.features import load_feature_file
+    from clipadapt.methods import build_method, list_methods
+
+    features = load_feature_file(feature_file)
+    shuffled = load_feature_file(feature_file)
+    shuffled.labels = shuffled.labels[torch.randperm(len(shuffled), generator=torch.Generator().manual_seed(0))]
+    for cls in list_methods():
+        if cls.label_free:
+            a, _, _ = fit_and_predict(features, build_method(cls.name), seed=0)
+            b, _, _ = fit_and_predict(shuffled, build_method(cls.name), seed=0)
+            assert torch.equal(a, b), cls.name

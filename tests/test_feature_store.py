@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms
+
+from clipadapt.backbones import load_backbone
+from clipadapt.data import DEFAULT_TEMPLATES, open_source
+from clipadapt.errors import ClipAdaptError
+from clipadapt.features import FeatureStore, extract
+from helpers import make_image_folder, write_corrupt
+
+
+class CountingBackbone:
+    """Wraps a backbone, counting encoded images and optionally failing after some batches."""
+
+    def __init__(self, inner, fail_after_batches: int | None = None) -> None:
+        self.inner = inner
+        self.images = 0
+        self.batches = 0
+        self.fail_after = fail_after_batches
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise KeyboardInterrupt
+        self.batches += 1
+        self.images += len(pixels)
+        return self.inner.encode_images(pixels)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_extract_then_reuse_cache(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
+    source = open_source(str(image_folder))
+    store = FeatureStore(tmp_path / "store")
+    counting = CountingBackbone(tiny_backbone)
+    first = store.extract(counting, source, batch_size=4, num_workers=0)
+    assert counting.images == 18 and first.features.shape == (18, 32) and first.valid.all()
+    second = store.extract(counting, source, batch_size=4, num_workers=0)
+    assert counting.images == 18, "a second run reads the cache"
+    assert torch.equal(first.features, second.features)
+
+
+def test_cache_features_match_direct_encoding(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
+    source = open_source(str(image_folder))
+    cached = FeatureStore(tmp_path / "s").extract(tiny_backbone, source, batch_size=5, num_workers=1)
+    direct = tiny_backbone.encode_images(torch.stack([tiny_backbone.preprocess(source.load(i)) for i in range(18)]))
+    assert torch.allclose(cached.features, direct, atol=1e-5)
+
+
+def test_interrupted_extraction_resumes_where_it_stopped(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
+    source = open_source(str(image_folder))
+    store = FeatureStore(tmp_path / "store")
+    interrupted = CountingBackbone(tiny_backbone, fail_after_batches=3)
+    with pytest.raises(KeyboardInterrupt):
+        store.extract(interrupted, source, batch_size=2, num_workers=0, chunk_size=4)
+    entry = next((tmp_path / "store").iterdir())
+    assert sorted(p.name for p in entry.glob("chunk-*.npz")) == ["chunk-00000.npz"]  # one full chunk of 4 kept
+    assert not list(entry.glob(".*tmp*")), "no half-written files are left behind"
+    resumed = CountingBackbone(tiny_backbone)
+    result = store.extract(resumed, source, batch_size=2, num_workers=0, chunk_size=4)
+    assert resumed.images == 14, "only the images of unfinished chunks are encoded again"
+    fresh = FeatureStore(tmp_path / "fresh").extract(tiny_backbone, source, batch_size=2, num_workers=0)
+    assert torch.allclose(result.features, fresh.features, atol=1e-6)
+
+
+def test_cache_key_changes_with_model_weights_transform_and_data(
+    tiny_openclip: str, tiny_backbone, image_folder: Path, tmp_path: Path
+) -> None:
+    source = open_source(str(image_folder))
+    key = FeatureStore.key
+    base = key(FeatureStore.key_fields(tiny_backbone, source, tiny_backbone.preprocess))
+    assert base == key(FeatureStore.key_fields(tiny_backbone, open_source(str(image_folder)), tiny_backbone.preprocess))
+    other_transform = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32), transforms.ToTensor()])
+    assert base != key(FeatureStore.key_fields(tiny_backbone, source, other_transform))
+    checkpoint = tmp_path / "w.pt"
+    torch.save(tiny_backbone.model.state_dict(), checkpoint)
+    from_file = load_backbone(tiny_openclip, str(checkpoint), device="cpu")
+    assert base != key(FeatureStore.key_fields(from_file, source, from_file.preprocess))
+    (image_folder / "red" / "000.png").write_bytes((image_folder / "blue" / "000.png").read_bytes())
+    changed = open_source(str(image_folder))
+    assert base != key(FeatureStore.key_fields(tiny_backbone, changed, tiny_backbone.preprocess))
+
+
+def test_changed_images_are_never_served_stale(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "store")
+    before = store.extract(tiny_backbone, open_source(str(image_folder)), num_workers=0).features
+    make_image_folder(image_folder, seed=99)  # same paths, new pixels
+    after = store.extract(tiny_backbone, open_source(str(image_folder)), num_workers=0).features
+    assert not torch.allclose(before, after)
+
+
+def test_corrupt_images_are_skipped_and_counted(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
+    write_corrupt(image_folder / "red" / "zzz-broken.png")
+    (image_folder / "green" / "zzz-empty.jpg").write_bytes(b"")
+    source = open_source(str(image_folder))
+    features = extract(tiny_backbone, source, DEFAULT_TEMPLATES, FeatureStore(tmp_path / "s"), num_workers=0)
+    assert len(features) == 18 and features.extra["skipped"] == 2
+    assert not any("zzz" in p for p in features.paths)
+    assert features.text_all.shape == (len(DEFAULT_TEMPLATES), 3, 32)
+    assert torch.allclose(features.text_features.norm(dim=-1), torch.ones(3))
+
+
+def test_all_images_unreadable_is_an_error(tiny_backbone, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        write_corrupt(tmp_path / "bad" / name / "x.png")
+    source = open_source(str(tmp_path / "bad"))
+    with pytest.raises(ClipAdaptError, match="none of the 2 images could be read"):
+        extract(tiny_backbone, source, DEFAULT_TEMPLATES, FeatureStore(tmp_path / "s"), num_workers=0)
+
+
+def test_descriptions_give_prototypes_without_text_all(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
+    source = open_source(str(image_folder))
+    prompts = {"blue": ["sky coloured"], "green": ["grass coloured", "leafy"], "red": ["blood coloured"]}
+    features = extract(tiny_backbone, source, prompts, FeatureStore(tmp_path / "s"), num_workers=0)
+    assert features.text_all is None and features.text_features.shape == (3, 32)
+    assert np.isfinite(features.text_features.numpy()).all()

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clipadapt.evaluation.metrics import classification_metrics, mean_per_class_recall, topk_accuracy
+from clipadapt.methods import build_method
+from helpers import make_feature_arrays
+
+
+def test_metrics_on_a_hand_computed_case() -> None:
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
+    labels = torch.tensor([0, 2, 2, 1])
+    assert topk_accuracy(logits, labels, 1) == 0.5  # rows 0 and 2
+    assert topk_accuracy(logits, labels, 2) == 0.75  # row 3's label is ranked last
+    assert topk_accuracy(logits, labels, 5) == 1.0  # k is capped at the class count
+    # class 0: 1/1, class 1: 0/1, class 2: 1/2 → mean 0.5
+    assert mean_per_class_recall(logits.argmax(1), labels) == pytest.approx(0.5)
+    assert set(classification_metrics(logits, labels)) == {"acc1", "acc5", "mean_per_class_recall"}
+
+
+def test_zeroshot_is_cosine_times_100() -> None:
+    from clipadapt.features.featureset import FeatureSet
+
+    arrays = make_feature_arrays(n=9, c=3, d=8)
+    fs = FeatureSet(torch.from_numpy(arrays["image_features"]), torch.from_numpy(arrays["text_features"]))
+    logits = build_method("zeroshot").fit(fs).classifier.logits(fs.image_features)
+    x = fs.image_features / fs.image_features.norm(dim=1, keepdim=True)
+    t = fs.text_features / fs.text_features.norm(dim=1, keepdim=True)
+    assert torch.allclose(logits, 100 * x @ t.T, atol=1e-4)
