@@ -91,7 +91,7 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
     """Yield (planned dataset name, model, pretrained, loader of the FeatureSet)."""
     from clipadapt.features import load_feature_file
 
-    for path in args.features:
+    for path in getattr(args, "features", []):
         fs = load_feature_file(path)
         yield fs.dataset, fs.model, fs.pretrained, (lambda fs=fs: fs)
     if not args.dataset:
@@ -116,28 +116,15 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
             yield source.name, model, pretrained or "random", load
 
 
-def _hparams_for(method: str, pairs: list[str]) -> dict[str, Any]:
-    import dataclasses
-
-    from clipadapt.methods import get_method, parse_hparams
-
-    names = {f.name for f in dataclasses.fields(get_method(method))}
-    return parse_hparams(method, [p for p in pairs if p.partition("=")[0] in names])
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from clipadapt.evaluation import output_path, run_method
     from clipadapt.io import write_json
-    from clipadapt.methods import get_method
+    from clipadapt.methods import get_method, route_hparams
 
     if not args.features and not args.dataset:
         raise ClipAdaptError("eval needs --features FILE or --dataset NAME|PATH")
     methods = [get_method(m) for m in args.method]  # unknown names fail before any work
-    hparams = {m.name: _hparams_for(m.name, args.hparam) for m in methods}
-    for pair in args.hparam:
-        key = pair.partition("=")[0]
-        if not any(key in h for h in hparams.values()):
-            raise ClipAdaptError(f"no selected method has a hyperparameter {key!r}")
+    hparams = route_hparams(args.method, args.hparam)
     records, planned_paths = [], set()
     for dataset, model, pretrained, load in _feature_sets(args):
         runs = []
@@ -186,7 +173,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         raise ClipAdaptError("extract needs exactly one --model")
     if not args.output.endswith(".npz"):
         raise ClipAdaptError("the feature file must end in .npz")
-    [(_, _, _, load)] = list(_feature_sets(argparse.Namespace(**{**vars(args), "features": []})))
+    [(_, _, _, load)] = list(_feature_sets(args))
     features = load()
     save_feature_file(features, args.output)
     print(f"wrote {args.output}: {len(features)} images, {features.num_classes} classes, dimension {features.dim}")

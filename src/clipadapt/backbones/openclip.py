@@ -15,6 +15,7 @@ from clipadapt.errors import ClipAdaptError, unknown_name
 
 RANDOM_INIT = "random"
 RANDOM_INIT_SEED = 0
+SCHEMAS = ("hf-hub:", "local-dir:")
 BUNDLED_CONFIGS = Path(__file__).resolve().parents[1] / "resources" / "model_configs"
 
 
@@ -39,6 +40,33 @@ def register_bundled_configs() -> None:
         open_clip.add_model_config(BUNDLED_CONFIGS)
 
 
+def resolve_weights(arch: str, pretrained: str | None) -> tuple[str | None, str, bool]:
+    """Check ``arch`` and ``pretrained``; return (weights argument for open_clip, label, force QuickGELU).
+
+    ``pretrained`` is a tag of ``arch``, a checkpoint path, or ``random``; schema names
+    (``hf-hub:org/repo``, ``local-dir:/path``) carry their own weights and take no ``pretrained``.
+    """
+    import open_clip
+
+    if arch.startswith(SCHEMAS):
+        return None, "", False
+    if arch not in open_clip.list_models():
+        raise unknown_name("model", arch, open_clip.list_models())
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if not pretrained:
+        raise ClipAdaptError(
+            f"open_clip model {arch!r} needs --pretrained: a tag ({', '.join(tags) or 'none known'}), "
+            f"a checkpoint path, or '{RANDOM_INIT}' for random weights"
+        )
+    if pretrained == RANDOM_INIT:
+        return None, RANDOM_INIT, False
+    if os.path.exists(pretrained):
+        return pretrained, pretrained, False
+    if pretrained not in tags:
+        raise unknown_name(f"pretrained tag for {arch}", pretrained, tags)
+    return pretrained, pretrained, quick_gelu_needed(arch, pretrained)
+
+
 class OpenClipBackbone(Backbone):
     library = "open_clip"
 
@@ -53,22 +81,7 @@ class OpenClipBackbone(Backbone):
         import open_clip
 
         register_bundled_configs()
-        has_schema = arch.startswith(("hf-hub:", "local-dir:"))
-        if not has_schema and arch not in open_clip.list_models():
-            raise unknown_name("model", arch, open_clip.list_models())
-        if not has_schema and not pretrained:
-            tags = open_clip.list_pretrained_tags_by_model(arch)
-            raise ClipAdaptError(
-                f"open_clip model {arch!r} needs --pretrained: a tag ({', '.join(tags) or 'none known'}), "
-                f"a checkpoint path, or '{RANDOM_INIT}' for random weights"
-            )
-        is_file = bool(pretrained) and os.path.exists(str(pretrained))
-        if pretrained and pretrained != RANDOM_INIT and not is_file and not has_schema:
-            tags = open_clip.list_pretrained_tags_by_model(arch)
-            if pretrained not in tags:
-                raise unknown_name(f"pretrained tag for {arch}", pretrained, tags)
-        force_quick_gelu = bool(pretrained) and not is_file and quick_gelu_needed(arch, str(pretrained))
-        weights = None if pretrained in (None, "", RANDOM_INIT) or has_schema else pretrained
+        weights, label, force_quick_gelu = resolve_weights(arch, pretrained)
         try:
             # Random weights are drawn from a fixed seed so that "random" names one model (and one cache key).
             with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -82,7 +95,7 @@ class OpenClipBackbone(Backbone):
                 f"could not load open_clip {arch!r} with pretrained {pretrained!r}: {str(exc).splitlines()[0]} "
                 "(no network here? pass a local checkpoint path to --pretrained)"
             ) from None
-        super().__init__(arch, str(pretrained or RANDOM_INIT), device, precision)
+        super().__init__(arch, label, device, precision)
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(arch)
@@ -103,6 +116,8 @@ class OpenClipBackbone(Backbone):
         return [self.model.transformer, self.model.ln_final]
 
     def weights_fingerprint(self) -> str:
-        if os.path.exists(self.pretrained):
+        if self.name.startswith("local-dir:"):
+            return path_fingerprint(self.name.removeprefix("local-dir:"))
+        if self.pretrained and os.path.exists(self.pretrained):
             return path_fingerprint(self.pretrained)
-        return f"{self.pretrained}{'+quickgelu' if self.quick_gelu else ''}"
+        return f"{self.name}:{self.pretrained}{'+quickgelu' if self.quick_gelu else ''}"

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,36 +157,56 @@ def _extract_chunks(
         prefetch_factor=4 if workers > 0 else None,
     )
     bar = progress(loader, desc=f"extracting {source.name}", total=len(loader.batch_sampler), unit="batch")
-    buffers: dict[int, dict[str, Any]] = {}
-    for indices, pixels, failed in bar:
-        chunk = (indices or [i for i, _ in failed])[0] // chunk_size
-        start = chunk * chunk_size
-        size = min(chunk_size, n - start)
-        buf = buffers.setdefault(chunk, {"features": None, "valid": np.zeros(size, bool), "failed": [], "count": 0})
-        if pixels is not None:
-            feats = backbone.encode_images(pixels).cpu().numpy()
-            if buf["features"] is None:
-                buf["features"] = np.zeros((size, feats.shape[1]), dtype=np.float32)
-            rows = np.asarray(indices) - start
-            buf["features"][rows] = feats
-            buf["valid"][rows] = True
-        buf["failed"].extend(failed)
-        buf["count"] += len(indices) + len(failed)
-        if buf["count"] == size:
-            _write_chunk(entry, chunk, buffers.pop(chunk))
+    chunk: _ChunkBuffer | None = None
+    for indices, pixels, failed in bar:  # batches arrive in order and never straddle two chunks
+        number = (indices or [i for i, _ in failed])[0] // chunk_size
+        if chunk is None or chunk.number != number:
+            chunk = _ChunkBuffer(number, number * chunk_size, min(chunk_size, n - number * chunk_size))
+        features = backbone.encode_images(pixels).cpu().numpy() if pixels is not None else None
+        chunk.add(indices, features, failed)
+        if chunk.complete:
+            chunk.write(_chunk_path(entry, number))
 
 
-def _write_chunk(entry: Path, chunk: int, buf: dict[str, Any]) -> None:
-    features = buf["features"] if buf["features"] is not None else np.zeros((len(buf["valid"]), 0), np.float32)
-    failed = sorted(buf["failed"])
-    with atomic_path(_chunk_path(entry, chunk), suffix=".npz") as tmp:
-        np.savez(
-            tmp,
-            features=features,
-            valid=buf["valid"],
-            failed=np.array([i for i, _ in failed], dtype=np.int64),
-            reasons=np.array([r for _, r in failed], dtype=str),
-        )
+@dataclass
+class _ChunkBuffer:
+    """Features of ``size`` consecutive images starting at ``start``, filled batch by batch."""
+
+    number: int
+    start: int
+    size: int
+    features: np.ndarray | None = None  # (size, D) once the first readable image arrives
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    seen: int = 0
+
+    def __post_init__(self) -> None:
+        self.valid = np.zeros(self.size, dtype=bool)
+
+    def add(self, indices: list[int], features: np.ndarray | None, failed: list[tuple[int, str]]) -> None:
+        if features is not None:
+            if self.features is None:
+                self.features = np.zeros((self.size, features.shape[1]), dtype=np.float32)
+            rows = np.asarray(indices) - self.start
+            self.features[rows] = features
+            self.valid[rows] = True
+        self.failed.extend(failed)
+        self.seen += len(indices) + len(failed)
+
+    @property
+    def complete(self) -> bool:
+        return self.seen == self.size
+
+    def write(self, path: Path) -> None:
+        features = self.features if self.features is not None else np.zeros((self.size, 0), np.float32)
+        failed = sorted(self.failed)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(
+                tmp,
+                features=features,
+                valid=self.valid,
+                failed=np.array([i for i, _ in failed], dtype=np.int64),
+                reasons=np.array([r for _, r in failed], dtype=str),
+            )
 
 
 def _assemble(entry: Path, n_chunks: int) -> ExtractedImages:

@@ -2,7 +2,7 @@
 
 from clipadapt.methods import zeroshot  # noqa: F401  (registers)
 from clipadapt.methods.base import Classifier, Fit, Method, Setting
-from clipadapt.methods.registry import build_method, get_method, list_methods, parse_hparams, register_method
+from clipadapt.methods.registry import build_method, get_method, list_methods, register_method, route_hparams
 
 __all__ = [
     "Classifier",
@@ -12,6 +12,6 @@ __all__ = [
     "build_method",
     "get_method",
     "list_methods",
-    "parse_hparams",
     "register_method",
+    "route_hparams",
 ]

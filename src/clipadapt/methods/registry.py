@@ -38,26 +38,33 @@ def list_methods() -> list[type[Method]]:
     return [cls for _, cls in METHODS.items()]
 
 
-def parse_hparams(name: str, pairs: list[str]) -> dict[str, Any]:
-    """``["lr=1e-3", "steps=10"]`` → typed values, each converted to the type of the field's default."""
-    fields = {f.name: f for f in dataclasses.fields(get_method(name))}
-    out: dict[str, Any] = {}
+def route_hparams(methods: list[str], pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """Give each method the ``KEY=VALUE`` overrides it has a field for, typed like the field's default.
+
+    A key that none of ``methods`` has is an error (a typo must not be silently ignored).
+    """
+    fields = {m: {f.name: f for f in dataclasses.fields(get_method(m))} for m in methods}
+    routed: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep:
             raise ClipAdaptError(f"hyperparameter {pair!r} must look like KEY=VALUE")
-        if key not in fields:
-            raise ClipAdaptError(f"method {name!r} has no hyperparameter {key!r} (it has: {', '.join(fields)})")
-        default = fields[key].default
-        try:
-            if isinstance(default, bool):
-                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(text)
-                out[key] = text.lower() in ("true", "1", "yes")
-            elif default is None or isinstance(default, str):
-                out[key] = text
-            else:
-                out[key] = type(default)(text)
-        except ValueError:
-            raise ClipAdaptError(f"hyperparameter {key}={text!r} is not a valid {type(default).__name__}") from None
-    return out
+        owners = [m for m in methods if key in fields[m]]
+        if not owners:
+            raise ClipAdaptError(f"no selected method has a hyperparameter {key!r}")
+        for m in owners:
+            routed[m][key] = _typed(key, text, fields[m][key].default)
+    return routed
+
+
+def _typed(key: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if default is None or isinstance(default, str):
+            return text
+        return type(default)(text)
+    except ValueError:
+        raise ClipAdaptError(f"hyperparameter {key}={text!r} is not a valid {type(default).__name__}") from None
