@@ -62,3 +62,14 @@ def test_not_a_feature_file(tmp_path: Path) -> None:
         load_feature_file(tmp_path / "x.npz")
     with pytest.raises(ClipAdaptError, match="does not exist"):
         load_feature_file(tmp_path / "nope.npz")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    from clipadapt.io import write_json
+
+    write_json(tmp_path / "r.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask

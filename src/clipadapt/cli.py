@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", required=True, help="feature file to write (.npz)")
     _add_common(ex)
 
+    dm = sub.add_parser("demo", help="run every method on the offline world's shifted domains (no network)")
+    dm.add_argument("--output_dir", default="clipadapt_out/demo")
+    dm.add_argument("--domains", nargs="+", default=None, help="target domains (default: all)")
+    dm.add_argument("--method", nargs="+", default=None, help="methods (default: every registered method)")
+    dm.add_argument("--images", type=int, default=500, help="test images per domain")
+    dm.add_argument("--pool", type=int, default=200, help="labelled pool per domain (few-shot methods only)")
+    dm.add_argument("--seed", type=int, default=0)
+    _add_common(dm)
+
     ls = sub.add_parser("list", help="list methods, datasets or models")
     ls.add_argument("what", choices=["methods", "datasets", "models"])
 
@@ -180,6 +189,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clipadapt.demo import run_demo
+
+    records = run_demo(args.output_dir, args.domains, args.method, args.images, args.pool, args.seed)
+    _print_summary(records)
+    print(f"wrote {args.output_dir}/report.md, {len(records)} result JSONs and samples.png")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "methods":
         from clipadapt.methods import list_methods
@@ -219,7 +237,7 @@ def _configure_logging(quiet: bool) -> None:
     log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-COMMANDS = {"eval": cmd_eval, "extract": cmd_extract, "list": cmd_list, "build": cmd_build}
+COMMANDS = {"demo": cmd_demo, "eval": cmd_eval, "extract": cmd_extract, "list": cmd_list, "build": cmd_build}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,11 +21,16 @@ def load_backbone(
 ) -> Backbone:
     """Load a backbone by name.
 
+    - ``toyclip``: the small CLIP trained by clipadapt (bundled weights; ``pretrained`` may name another folder).
     - ``hf:<repo-or-folder>``, or a folder holding a transformers ``config.json``: Hugging Face transformers.
     - anything else: an open_clip architecture (``ViT-B-32``) with ``pretrained`` a tag (``openai``),
       a checkpoint path, or ``random``.
     """
     dev = resolve_device(device)
+    if model == "toyclip":
+        from clipadapt.backbones.toyclip import ToyClipBackbone
+
+        return ToyClipBackbone(pretrained, dev, precision)
     if model.startswith(HF_PREFIX) or os.path.isfile(os.path.join(model, "config.json")):
         from clipadapt.backbones.hf import HFClipBackbone
 
@@ -40,7 +45,8 @@ def list_models() -> list[str]:
     import open_clip
 
     pairs = [f"{arch} --pretrained {tag}" for arch, tag in open_clip.list_pretrained()]
-    return [*pairs, "hf:<repo-or-folder>  (Hugging Face transformers CLIP/SigLIP)"]
+    return ["toyclip  (clipadapt's own small CLIP, bundled; no --pretrained)", *pairs,
+            "hf:<repo-or-folder>  (Hugging Face transformers CLIP/SigLIP)"]  # fmt: skip
 
 
 __all__ = ["Backbone", "describe_transform", "list_models", "load_backbone"]

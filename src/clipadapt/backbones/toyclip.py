@@ -1,0 +1,55 @@
+"""ToyCLIP through the Backbone protocol (``--model toyclip``; no ``--pretrained`` needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import transforms
+
+from clipadapt.backbones.base import Backbone, Tower, path_fingerprint
+from clipadapt.errors import ClipAdaptError
+
+BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "toyclip"
+NAME = "toyclip"
+
+
+class ToyClipBackbone(Backbone):
+    library = "toyclip"
+
+    def __init__(self, weights: str | None, device: torch.device, precision: str = "auto") -> None:
+        from clipadapt.toyclip.model import WordTokenizer
+        from clipadapt.toyclip.train import load
+
+        folder = Path(weights) if weights else BUNDLED
+        if not (folder / "toyclip.safetensors").is_file():
+            raise ClipAdaptError(
+                f"no ToyCLIP weights in {str(folder)!r} (train them: python -m clipadapt.toyclip.train)"
+            )
+        super().__init__(NAME, "bundled" if folder == BUNDLED else str(folder), device, precision)
+        self.folder = folder
+        self.model = load(folder).to(device)
+        cfg = self.model.config
+        self.tokenizer = WordTokenizer(cfg.vocab, cfg.context_length)
+        self.preprocess = transforms.Compose(
+            [
+                transforms.Resize(cfg.image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.CenterCrop(cfg.image_size),
+                transforms.ToTensor(),
+                transforms.Normalize(cfg.image_mean, cfg.image_std),
+            ]
+        )
+
+    def image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.visual(pixels)
+
+    def text_forward(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.model.text(self.tokenizer(list(texts)).to(self.device))
+
+    def tower(self, which: Tower) -> list[nn.Module]:
+        return [self.model.visual if which == "vision" else self.model.text]
+
+    def weights_fingerprint(self) -> str:
+        return path_fingerprint(self.folder / "toyclip.safetensors")

@@ -1,0 +1,1 @@
+"""ToyCLIP: the small CLIP that clipadapt trains itself on its procedural world (see resources/toyclip/CARD.md)."""

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clipadapt.backbones.toyclip import BUNDLED
+from clipadapt.cli import main
+
+pytestmark = pytest.mark.skipif(not (BUNDLED / "toyclip.safetensors").exists(), reason="bundled weights missing")
+
+
+def test_demo_runs_the_image_pipeline_and_its_table_matches_the_jsons(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    argv = ["demo", "--output_dir", str(out), "--domains", "night", "sketch", "--images", "40", "--pool", "10"]
+    assert main([*argv, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    results = sorted((out / "results").glob("*.json"))
+    assert {p.name for p in results} == {"world-night_zeroshot_seed0.json", "world-sketch_zeroshot_seed0.json"}
+    for path in results:
+        record = json.loads(path.read_text())
+        acc1 = record["metrics"]["acc1"]
+        row = f"| {record['dataset']} | toyclip | bundled | zeroshot | zero-shot |  | 0 | {acc1:.4f} |"
+        assert row in printed, "the printed table is made from the written records"
+        assert row in (out / "report.md").read_text()
+        assert 0.0 <= record["metrics"]["acc1"] <= 1.0
+    manifest = (out / "domains" / "night.csv").read_text().splitlines()
+    assert manifest[0] == "path,label,split" and len(manifest) == 51
+    assert sum(line.endswith(",test") for line in manifest) == 40
+    assert (out / "samples.png").stat().st_size > 0
+    cached = list((out / "cache").rglob("chunk-*.npz"))
+    assert main([*argv, "--quiet"]) == 0, "a second run reuses the domains and the feature cache"
+    assert sorted((out / "cache").rglob("chunk-*.npz")) == sorted(cached)
+
+
+def test_demo_rejects_unknown_domains(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--output_dir", str(tmp_path), "--domains", "nite"]) == 2
+    assert "unknown domain 'nite'" in capsys.readouterr().err

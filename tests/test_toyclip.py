@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipadapt.backbones import load_backbone
+from clipadapt.backbones.toyclip import BUNDLED
+from clipadapt.toyclip.model import ToyClip, ToyClipConfig, WordTokenizer
+from clipadapt.toyclip.train import linear_probe, load, save, train
+from clipadapt.world import vocabulary
+
+SMALL = {"vision_width": 32, "vision_layers": 1, "text_width": 32, "text_layers": 1, "embed_dim": 16}
+
+
+def test_tokenizer_frames_pads_and_truncates() -> None:
+    tok = WordTokenizer(["a", "red", "circle"], context_length=6)
+    ids = tok(["A red circle.", "a zebra", "a a a a a a a a"])
+    assert ids.shape == (3, 6)
+    assert ids[0].tolist() == [1, 4, 5, 6, 2, 0]  # <sot> a red circle <eot> <pad>
+    assert ids[1].tolist() == [1, 4, 3, 2, 0, 0]  # unknown word → <unk>
+    assert ids[2].tolist() == [1, 4, 4, 4, 4, 2]  # truncated, <eot> kept
+
+
+def test_forward_shapes_and_text_pooling_at_eot() -> None:
+    model = ToyClip(ToyClipConfig(vocab=vocabulary(), **SMALL))
+    tok = WordTokenizer(model.config.vocab, model.config.context_length)
+    assert model.visual(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    tokens = tok(["a red circle", "a red circle"])
+    tokens[1, 6:] = 7  # padding after <eot> must not matter (causal mask + <eot> pooling)
+    out = model.text(tokens)
+    assert out.shape == (2, 16) and torch.allclose(out[0], out[1], atol=1e-6)
+
+
+def test_short_training_lowers_the_loss_and_round_trips(tmp_path: Path) -> None:
+    cfg = ToyClipConfig(vocab=vocabulary(), **SMALL)
+    torch.manual_seed(0)
+    untrained = ToyClip(cfg)
+    model = train(cfg, images=256, epochs=3, batch_size=64, seed=0)
+    tok = WordTokenizer(cfg.vocab, cfg.context_length)
+    from clipadapt.toyclip.train import to_pixels
+    from clipadapt.world import make_domain
+
+    sample = make_domain("source", 64, seed=9)
+    pixels, tokens = to_pixels(sample.images, cfg), tok(sample.captions)
+    with torch.no_grad():
+        assert model.contrastive_loss(pixels, tokens) < untrained.contrastive_loss(pixels, tokens)
+    save(model, tmp_path / "w")
+    again = load(tmp_path / "w")
+    with torch.no_grad():
+        assert torch.equal(again.visual(pixels), model.visual(pixels))
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["vision_width"] == 32
+    backbone = load_backbone("toyclip", str(tmp_path / "w"), device="cpu")
+    assert backbone.encode_texts(["a red circle."]).shape == (1, 16)
+    assert backbone.layernorm_parameters("vision") and backbone.layernorm_parameters("text")
+
+
+def test_linear_probe_separates_separable_features() -> None:
+    torch.manual_seed(0)
+    labels = torch.arange(200) % 4
+    features = torch.nn.functional.normalize(torch.eye(4)[labels] + 0.05 * torch.randn(200, 4), dim=-1)
+    assert linear_probe(features, labels) == 1.0
+
+
+@pytest.mark.skipif(not (BUNDLED / "toyclip.safetensors").exists(), reason="bundled weights not trained yet")
+def test_bundled_weights_are_small_and_load_without_pretrained() -> None:
+    assert (BUNDLED / "toyclip.safetensors").stat().st_size < 10 * 2**20
+    backbone = load_backbone("toyclip", device="cpu")
+    assert backbone.pretrained == "bundled" and (BUNDLED / "CARD.md").exists()
