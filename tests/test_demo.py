@@ -37,3 +37,12 @@ def test_demo_runs_the_image_pipeline_and_its_table_matches_the_jsons(tmp_path: 
 def test_demo_rejects_unknown_domains(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--output_dir", str(tmp_path), "--domains", "nite"]) == 2
     assert "unknown domain 'nite'" in capsys.readouterr().err
+
+
+def test_demo_long_tailed_domain(tmp_path: Path, capsys) -> None:
+    argv = ["demo", "--output_dir", str(tmp_path), "--domains", "painting", "--images", "90", "--pool", "10"]
+    assert main([*argv, "--imbalance", "8", "--quiet"]) == 0
+    lines = (tmp_path / "domains" / "painting-longtail8.csv").read_text().splitlines()[1:]
+    counts = [sum(line.split(",")[1] == shape for line in lines) for shape in ("circle", "arrow")]
+    assert counts[0] > 4 * counts[1] > 0, "the first class is much larger than the last"
+    assert (tmp_path / "results" / "world-painting-longtail8_zeroshot_seed0.json").exists()

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--images", type=int, default=500, help="test images per domain")
     dm.add_argument("--pool", type=int, default=200, help="labelled pool per domain (few-shot methods only)")
     dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--imbalance", type=float, default=1.0, help="long-tailed classes: largest/smallest class ratio")
     _add_common(dm)
 
     ls = sub.add_parser("list", help="list methods, datasets or models")
@@ -192,7 +193,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from clipadapt.demo import run_demo
 
-    records = run_demo(args.output_dir, args.domains, args.method, args.images, args.pool, args.seed)
+    if args.imbalance < 1:
+        raise ClipAdaptError("--imbalance is the largest/smallest class ratio and must be at least 1")
+    records = run_demo(
+        args.output_dir, args.domains, args.method, args.images, args.pool, args.seed, imbalance=args.imbalance
+    )
     _print_summary(records)
     print(f"wrote {args.output_dir}/report.md, {len(records)} result JSONs and samples.png")
     return 0

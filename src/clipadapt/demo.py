@@ -19,6 +19,7 @@ from PIL import Image
 from clipadapt.errors import ClipAdaptError
 from clipadapt.evaluation import output_path, render_markdown, run_method
 from clipadapt.evaluation.results import table_row
+from clipadapt.evaluation.runner import MethodUnavailable
 from clipadapt.io import atomic_open, write_json
 from clipadapt.world import SHAPES, TARGET_DOMAINS, WORLD_TEMPLATES, make_domain
 
@@ -26,15 +27,21 @@ log = logging.getLogger("clipadapt")
 RESULT_TEMPLATE = "results/{dataset}_{method}_seed{seed}.json"
 
 
-def write_domain_manifest(root: Path, domain: str, n_test: int, n_pool: int, seed: int) -> Path:
-    """Images of ``domain`` under ``root/<domain>/`` and ``root/<domain>.csv`` (path,label,split)."""
-    manifest = root / f"{domain}.csv"
+def domain_name(domain: str, imbalance: float) -> str:
+    return domain if imbalance == 1 else f"{domain}-longtail{imbalance:g}"
+
+
+def write_domain_manifest(root: Path, domain: str, n_test: int, n_pool: int, seed: int, imbalance: float = 1) -> Path:
+    """Images of ``domain`` under ``root/<name>/`` and ``root/<name>.csv`` (path,label,split), where the
+    name records a long-tailed class distribution (max/min class ratio ``imbalance``) when there is one."""
+    name = domain_name(domain, imbalance)
+    manifest = root / f"{name}.csv"
     if manifest.exists():
         return manifest
-    sample = make_domain(domain, n_test + n_pool, seed=seed)
+    sample = make_domain(domain, n_test + n_pool, seed=seed, imbalance=imbalance)
     lines = ["path,label,split"]
     for i, (image, label) in enumerate(zip(sample.images, sample.labels, strict=True)):
-        relative = Path(domain) / f"{i:05d}.png"
+        relative = Path(name) / f"{i:05d}.png"
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         image.save(root / relative)
         lines.append(f"{relative},{SHAPES[label]},{'train' if i < n_pool else 'test'}")
@@ -61,6 +68,7 @@ def run_demo(
     n_pool: int = 200,
     seed: int = 0,
     batch_size: int = 128,
+    imbalance: float = 1.0,
 ) -> list[dict[str, Any]]:
     from clipadapt.backbones import load_backbone
     from clipadapt.data import open_source
@@ -77,26 +85,26 @@ def run_demo(
     store = FeatureStore(out / "cache")
     records: list[dict[str, Any]] = []
     for domain in domains:
-        manifest = write_domain_manifest(out / "domains", domain, n_test, n_pool, seed)
+        manifest = write_domain_manifest(out / "domains", domain, n_test, n_pool, seed, imbalance)
         source = open_source(str(manifest))
-        source.name = f"world-{domain}"
+        source.name = f"world-{domain_name(domain, imbalance)}"
         features = extract(backbone, source, list(WORLD_TEMPLATES), store, batch_size=batch_size)
         for name in names:
             try:
                 record = run_method(features, name, seed=seed)
-            except ClipAdaptError as exc:
+            except MethodUnavailable as exc:
                 log.info("skipping %s on %s: %s", name, domain, exc)
                 continue
             write_json(out / output_path(RESULT_TEMPLATE, record), record)
             records.append(record)
-    contact_sheet(out / "domains", domains, out / "samples.png")
+    contact_sheet(out / "domains", [domain_name(d, imbalance) for d in domains], out / "samples.png")
     table = render_markdown([table_row(r) for r in records])
     report = f"""# clipadapt demo
 
 ToyCLIP (clipadapt's own small CLIP, trained on the source domain only) on {len(domains)} shifted target
 domain(s): {", ".join(domains)}. Each domain has {n_test} test images (scored) and a labelled pool of {n_pool}
-images (used only by few-shot methods). Seed {seed}. Sample test images, one row per domain: `samples.png`.
-Result JSONs: `results/`.
+images (used only by few-shot methods). Class imbalance (largest/smallest class): {imbalance:g}. Seed {seed}.
+Sample test images, one row per domain: `samples.png`. Result JSONs: `results/`.
 
 {table}"""
     with atomic_open(out / "report.md") as fh:

@@ -17,6 +17,10 @@ from clipadapt.runtime import seed_everything
 TEST_SPLIT = "test"
 
 
+class MethodUnavailable(ClipAdaptError):
+    """The method cannot run on what it was given (its setting or needs are not met)."""
+
+
 def test_subset(features: FeatureSet) -> FeatureSet:
     """The rows to score: the ``test`` split when the features have splits, else all of them."""
     if features.split is None:
@@ -34,7 +38,7 @@ def fit_and_predict(features: FeatureSet, method: Method, seed: int = 0) -> tupl
     The method sees the test features *without labels*; labels are read only to score, by the caller.
     """
     if method.setting not in ("zero-shot", "transductive"):
-        raise ClipAdaptError(f"method {method.name!r} ({method.setting}) is not supported by this runner yet")
+        raise MethodUnavailable(f"method {method.name!r} ({method.setting}) is not supported by this runner yet")
     test = test_subset(features)
     seed_everything(seed)
     start = time.perf_counter()
