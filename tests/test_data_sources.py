@@ -23,6 +23,15 @@ def test_folder_of_class_subfolders(image_folder: Path) -> None:
     assert source.load(0).mode == "RGB"
 
 
+def test_a_folder_named_like_a_dataset_keeps_its_own_classnames(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = image_folder.rename(tmp_path / "dtd")
+    monkeypatch.chdir(tmp_path)
+    assert open_source("dtd").classnames == ["blue", "green", "red"]
+    assert named.is_dir()
+
+
 def test_flat_folder_is_unlabelled_and_needs_classnames(tmp_path: Path) -> None:
     flat = tmp_path / "flat"
     for f in (make_image_folder(tmp_path / "src") / "red").iterdir():

@@ -15,7 +15,7 @@ from clipadapt.data.prompts import (
     read_prompts,
 )
 from clipadapt.data.sources import ImageSource, UnreadableImage, csv_source, folder_source, open_image
-from clipadapt.data.torchvision_source import TORCHVISION_DATASETS
+from clipadapt.data.torchvision_source import TORCHVISION_DATASETS, TorchvisionSource
 from clipadapt.errors import ClipAdaptError, unknown_name
 
 HF_PREFIX = "hf:"
@@ -50,18 +50,18 @@ def open_source(
             raise ClipAdaptError(f"CSV manifest {spec!r} does not exist")
         source = csv_source(path, override)
     elif spec in TORCHVISION_DATASETS:
-        from clipadapt.data.torchvision_source import TorchvisionSource
-
         source = TorchvisionSource(spec, root, split, download)
     elif path.exists():
         raise ClipAdaptError(f"{spec!r} is neither a folder of images nor a .csv manifest")
     else:
         raise unknown_name("dataset", spec, TORCHVISION_DATASETS)
-    bundled = bundled_metadata().get(spec, {}).get("classnames") if spec in TORCHVISION_DATASETS else None
+    # CLIP's curated names follow torchvision's label order, so they only apply to torchvision sources
+    # (a local folder that happens to be called "dtd" keeps its own sub-folder names).
+    bundled = bundled_metadata().get(spec, {}).get("classnames") if isinstance(source, TorchvisionSource) else None
     if override is not None:
         source.classnames = override
     elif bundled is not None and (source.classnames is None or len(bundled) == len(source.classnames)):
-        source.classnames = list(bundled)  # CLIP's curated names, in the dataset's label order
+        source.classnames = list(bundled)
     check_source(source)
     return source
 
