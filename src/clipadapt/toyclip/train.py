@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     save(model, out)
     report = domain_report(model, args.eval_images)
-    command = "python -m clipadapt.toyclip.train " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python -m clipadapt.toyclip.train " + " ".join(argv if argv is not None else sys.argv[1:])
     write_card(out, report, command.strip(), seconds, args)
     for domain, r in report.items():
         print(f"{domain:10s} zero-shot {r['zeroshot'] * 100:5.1f}  linear probe {r['linear_probe'] * 100:5.1f}")
