@@ -98,3 +98,28 @@ def make_feature_arrays(n: int = 60, c: int = 3, d: int = 16, seed: int = 0) -> 
         "pretrained": np.array("none"),
         "dataset": np.array("synthetic"),
     }
+
+
+def make_modality_gap(
+    n: int = 600, c: int = 6, d: int = 32, seed: int = 0, text_noise: float = 1.5
+) -> dict[str, np.ndarray]:
+    """A feature file with a modality gap: images cluster around class centres μ_c, while the text
+    prototypes are μ_c moved by one shared offset plus per-class noise, so zero-shot is imperfect but the
+    images themselves are well clustered (what transductive methods can exploit)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(c, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    offset = rng.normal(size=d)
+    offset *= 1.2 / np.linalg.norm(offset)
+    text = centres + offset + text_noise * rng.normal(size=(c, d)) / np.sqrt(d)
+    labels = np.arange(n) % c
+    image = centres[labels] + 0.45 * rng.normal(size=(n, d)) / np.sqrt(d) * 3
+    return {
+        "image_features": image.astype(np.float32),
+        "text_features": text.astype(np.float32),
+        "labels": labels.astype(np.int64),
+        "classnames": np.array([f"class{i}" for i in range(c)]),
+        "model": np.array("synthetic"),
+        "pretrained": np.array("none"),
+        "dataset": np.array("modality-gap"),
+    }

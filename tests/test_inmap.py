@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipadapt.evaluation.runner import run_method
+from clipadapt.features.featureset import FeatureSet
+from clipadapt.kernels import sinkhorn_balance
+from clipadapt.methods.inmap import learn_vision_proxies
+from helpers import make_modality_gap
+
+
+def _featureset(arrays: dict[str, np.ndarray]) -> FeatureSet:
+    return FeatureSet(
+        torch.from_numpy(arrays["image_features"]),
+        torch.from_numpy(arrays["text_features"]),
+        torch.from_numpy(arrays["labels"]),
+    )
+
+
+def test_sinkhorn_rows_sum_to_one_and_classes_are_balanced() -> None:
+    torch.manual_seed(0)
+    scores = torch.randn(300, 5) * 0.1
+    scores[:, 0] += 0.2  # a class that zero-shot would over-predict
+    balanced = sinkhorn_balance(scores, tau=0.01, iterations=50)
+    assert torch.allclose(balanced.sum(1), torch.ones(300), atol=1e-5)
+    assert torch.allclose(balanced.sum(0), torch.full((5,), 60.0), rtol=5e-3)  # Sinkhorn converges geometrically
+    raw = torch.softmax(scores / 0.01, dim=1).sum(0)
+    assert raw[0] > 150, "before balancing, class 0 takes most of the mass"
+
+
+def test_sinkhorn_follows_a_prior() -> None:
+    torch.manual_seed(0)
+    scores = torch.randn(400, 4)
+    prior = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    balanced = sinkhorn_balance(scores, tau=0.1, iterations=200, prior=prior)
+    assert torch.allclose(balanced.sum(0) / 400, prior, atol=1e-3)
+
+
+def test_sinkhorn_is_finite_at_tiny_temperatures() -> None:
+    scores = torch.randn(400, 4) * 5
+    balanced = sinkhorn_balance(scores, tau=1e-4, iterations=20)
+    assert torch.isfinite(balanced).all() and torch.allclose(balanced.sum(1), torch.ones(400), atol=1e-5)
+
+
+def test_proxies_move_to_the_image_class_means_with_true_labels() -> None:
+    arrays = make_modality_gap()
+    x = F.normalize(torch.from_numpy(arrays["image_features"]), dim=1)
+    y = F.one_hot(torch.from_numpy(arrays["labels"])).float()
+    text = F.normalize(torch.from_numpy(arrays["text_features"]), dim=1)
+    proxies, steps = learn_vision_proxies(x, text, y, steps=300)
+    assert steps == 300 and torch.allclose(proxies.norm(dim=1), torch.ones(6), atol=1e-5)
+    means = F.normalize(y.T @ x, dim=1)
+    assert (proxies * means).sum(1).min() > (text * means).sum(1).max(), "closer to the image means than the text"
+
+
+def test_tolerance_stops_early() -> None:
+    arrays = make_modality_gap()
+    x = F.normalize(torch.from_numpy(arrays["image_features"]), dim=1)
+    y = F.one_hot(torch.from_numpy(arrays["labels"])).float()
+    text = F.normalize(torch.from_numpy(arrays["text_features"]), dim=1)
+    _, steps = learn_vision_proxies(x, text, y, steps=2000, tolerance=1e-4)
+    assert steps < 2000
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inmap_beats_zeroshot_on_a_modality_gap_problem(seed: int) -> None:
+    features = _featureset(make_modality_gap(seed=seed))
+    zeroshot = run_method(features, "zeroshot")["metrics"]["acc1"]
+    inmap = run_method(features, "inmap")
+    assert inmap["metrics"]["acc1"] > zeroshot + 0.01
+    assert inmap["setting"] == "transductive" and inmap["hparams"]["tau_image"] == 0.04
+
+
+@pytest.mark.parametrize("hparams", [{"sinkhorn_iterations": 0}, {"threshold": 1.0}, {"steps": 0}])
+def test_inmap_ablations_run(hparams: dict) -> None:
+    features = _featureset(make_modality_gap())
+    record = run_method(features, "inmap", hparams=hparams)
+    assert 0 < record["metrics"]["acc1"] <= 1 and record["hparams"] | hparams == record["hparams"]
+
+
+def test_inmap_with_no_steps_is_zeroshot() -> None:
+    features = _featureset(make_modality_gap())
+    assert run_method(features, "inmap", hparams={"steps": 0})["metrics"] == run_method(features, "zeroshot")["metrics"]
