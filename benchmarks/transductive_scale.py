@@ -1,0 +1,75 @@
+"""Time and peak memory of the label-free frozen-feature methods on ImageNet-sized generated features.
+
+Each method runs in a fresh process (so its peak resident memory is its own) on N × D features with C
+classes clustered around shifted text prototypes, and the script prints seconds, peak memory and top-1.
+
+    python benchmarks/transductive_scale.py [--n 50000 --dim 1024 --classes 1000] [--method inmap reclip-lp]
+        [--hparam steps=20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def generate(n: int, dim: int, classes: int, seed: int = 0):
+    import torch
+    import torch.nn.functional as F
+
+    from clipadapt.features.featureset import FeatureSet
+
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(classes, dim, generator=g), dim=1)
+    text = F.normalize(centres + 1.2 * F.normalize(torch.randn(classes, dim, generator=g), dim=1), dim=1)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    images = F.normalize(centres[labels] + 2.5 * torch.randn(n, dim, generator=g) / dim**0.5, dim=1)
+    return FeatureSet(images, text, labels)
+
+
+def run_one(args: argparse.Namespace) -> None:
+    """Child process: fit one method and print a JSON line."""
+    from clipadapt.evaluation.runner import run_method
+    from clipadapt.methods import route_hparams
+
+    features = generate(args.n, args.dim, args.classes)
+    start = time.perf_counter()
+    record = run_method(features, args.child, hparams=route_hparams([args.child], args.hparam)[args.child])
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"method": args.child, "seconds": seconds, "peak_mb": peak_mb, "acc1": record["metrics"]["acc1"]}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50000)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--method", nargs="+", default=None, help="default: every transductive method")
+    parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_one(args)
+        return
+    from clipadapt.methods import list_methods, route_hparams
+
+    methods = args.method or [m.name for m in list_methods() if m.setting == "transductive"]
+    routed = route_hparams(methods, args.hparam)  # unknown keys fail here, before any run
+    print(f"{args.n} images × {args.dim} dimensions, {args.classes} classes; one process per method")
+    print(f"{'method':14s} {'seconds':>8s} {'peak MB':>8s} {'top-1':>6s}  (peak includes the generated features)")
+    for method in ["zeroshot", *methods]:
+        cmd = [sys.executable, __file__, "--n", str(args.n), "--dim", str(args.dim), "--classes", str(args.classes)]
+        own = [f"--hparam={k}={v}" for k, v in routed.get(method, {}).items()]
+        cmd += ["--child", method, *own]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        row = json.loads(out)
+        print(f"{row['method']:14s} {row['seconds']:8.1f} {row['peak_mb']:8.0f} {row['acc1']:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
