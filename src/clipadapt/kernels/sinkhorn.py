@@ -12,7 +12,8 @@ def sinkhorn_balance(
     """Soft labels whose class totals follow ``prior`` (uniform by default) and whose rows sum to 1.
 
     Starts from P = softmax(scores / tau) and alternately rescales columns (class mass ∝ prior) and rows
-    (each sample's mass equal), ``iterations`` times, ending with rows normalised.
+    (each sample's mass equal), ``iterations`` times, ending with rows normalised. Zero iterations give
+    the softmax itself.
 
     Args:
         scores: (N, C) similarities (e.g. cosine between image features and class prototypes).
@@ -21,11 +22,17 @@ def sinkhorn_balance(
         (N, C) non-negative, each row summing to 1.
     """
     n, c = scores.shape
-    log_p = torch.log_softmax(scores.double() / tau, dim=1)
+    # Scaling form P = diag(u) K diag(v): K is computed once (float64, shifted by each row's maximum so
+    # that every row keeps its largest entry exactly), then only the vectors u (N) and v (C) iterate, with
+    # two matrix-vector products per iteration instead of two passes over the N × C matrix.
+    s = scores.double() / tau
+    kernel = (s - s.max(dim=1, keepdim=True).values).exp()  # (N, C), entries in [0, 1]
     target = torch.full((c,), 1.0 / c, dtype=torch.float64) if prior is None else prior.double() / prior.sum()
-    log_target = target.log()
-    # In the log domain: no underflow for small tau. Row mass 1/N, column mass target_j.
+    column_mass = n * target  # rows carry mass 1 each, so class j must carry N · target_j
+    u = torch.ones(n, dtype=torch.float64)
+    v = torch.ones(c, dtype=torch.float64)
     for _ in range(iterations):
-        log_p = log_p - torch.logsumexp(log_p, dim=0, keepdim=True) + log_target
-        log_p = log_p - torch.logsumexp(log_p, dim=1, keepdim=True) - torch.log(torch.tensor(float(n)))
-    return (log_p + torch.log(torch.tensor(float(n)))).exp().to(scores.dtype)
+        v = column_mass / (kernel.T @ u).clamp_min(1e-300)
+        u = 1.0 / (kernel @ v).clamp_min(1e-300)
+    balanced = u[:, None] * kernel * v[None, :]
+    return (balanced / balanced.sum(dim=1, keepdim=True)).to(scores.dtype)
