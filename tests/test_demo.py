@@ -48,3 +48,14 @@ def test_demo_long_tailed_domain(tmp_path: Path, capsys) -> None:
     counts = [sum(line.split(",")[1] == shape for line in lines) for shape in ("circle", "arrow")]
     assert counts[0] > 4 * counts[1] > 0, "the first class is much larger than the last"
     assert (tmp_path / "results" / "world-painting-longtail8_zeroshot_seed0.json").exists()
+
+
+def test_demo_regenerates_a_domain_when_its_parameters_change(tmp_path: Path, capsys) -> None:
+    argv = ["demo", "--output_dir", str(tmp_path), "--domains", "night", "--pool", "10", "--quiet"]
+    assert main([*argv, "--images", "30"]) == 0
+    assert main([*argv, "--images", "20"]) == 0
+    lines = (tmp_path / "domains" / "night.csv").read_text().splitlines()[1:]
+    assert sum(line.endswith(",test") for line in lines) == 20, "no stale manifest from the first run"
+    assert len(list((tmp_path / "domains" / "night").glob("*.png"))) == 30
+    record = json.loads((tmp_path / "results" / "world-night_zeroshot_seed0.json").read_text())
+    assert record["dataset"] == "world-night"

@@ -9,7 +9,9 @@ here without any change to this module.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,11 @@ def write_domain_manifest(root: Path, domain: str, n_test: int, n_pool: int, see
     """Images of ``domain`` under ``root/<name>/`` and ``root/<name>.csv`` (path,label,split), where the
     name records a long-tailed class distribution (max/min class ratio ``imbalance``) when there is one."""
     name = domain_name(domain, imbalance)
-    manifest = root / f"{name}.csv"
-    if manifest.exists():
-        return manifest
+    manifest, stamp = root / f"{name}.csv", root / f"{name}.json"
+    params = {"domain": domain, "n_test": n_test, "n_pool": n_pool, "seed": seed, "imbalance": imbalance}
+    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == params:
+        return manifest  # generated earlier with the same parameters
+    shutil.rmtree(root / name, ignore_errors=True)  # other parameters: never mix old images in
     sample = make_domain(domain, n_test + n_pool, seed=seed, imbalance=imbalance)
     lines = ["path,label,split"]
     for i, (image, label) in enumerate(zip(sample.images, sample.labels, strict=True)):
@@ -47,6 +51,7 @@ def write_domain_manifest(root: Path, domain: str, n_test: int, n_pool: int, see
         lines.append(f"{relative},{SHAPES[label]},{'train' if i < n_pool else 'test'}")
     with atomic_open(manifest) as fh:
         fh.write("\n".join(lines) + "\n")
+    write_json(stamp, params)  # last: an interrupted generation is redone on the next run
     return manifest
 
 

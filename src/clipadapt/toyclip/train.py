@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from clipadapt.data.prompts import expand_prompts
 from clipadapt.io import atomic_path, write_json
 from clipadapt.progress import progress
 from clipadapt.toyclip.model import ToyClip, ToyClipConfig, WordTokenizer
@@ -98,7 +99,7 @@ def domain_report(model: ToyClip, n: int = 1000, seed: int = 1) -> dict[str, dic
     """Zero-shot and linear-probe top-1 per domain on ``n`` fresh images (probe: half to fit, half to score)."""
     cfg = model.config
     tokenizer = WordTokenizer(cfg.vocab, cfg.context_length)
-    prompts = [[t.replace("{c}", c) for t in WORLD_TEMPLATES] for c in SHAPES]
+    prompts = expand_prompts(list(SHAPES), WORLD_TEMPLATES)
     text = F.normalize(model.text(tokenizer([p for per in prompts for p in per])), dim=-1)
     prototypes = F.normalize(text.view(len(SHAPES), len(WORLD_TEMPLATES), -1).mean(1), dim=-1)
     report = {}
