@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 TINY_OPENCLIP = "clipadapt-test-tiny-vit"
@@ -123,3 +124,14 @@ def make_modality_gap(
         "pretrained": np.array("none"),
         "dataset": np.array("modality-gap"),
     }
+
+
+def as_featureset(arrays: dict[str, np.ndarray]):
+    """A FeatureSet of the image/text features and labels of a generated feature file."""
+    from clipadapt.features.featureset import FeatureSet
+
+    return FeatureSet(
+        torch.from_numpy(arrays["image_features"]),
+        torch.from_numpy(arrays["text_features"]),
+        torch.from_numpy(arrays["labels"]),
+    )

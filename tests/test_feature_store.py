@@ -119,3 +119,21 @@ def test_descriptions_give_prototypes_without_text_all(tiny_backbone, image_fold
     features = extract(tiny_backbone, source, prompts, FeatureStore(tmp_path / "s"), num_workers=0)
     assert features.text_all is None and features.text_features.shape == (3, 32)
     assert np.isfinite(features.text_features.numpy()).all()
+
+
+def test_views_are_seeded_crops_extracted_once(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from clipadapt.features.views import RandomCropView
+
+    store = FeatureStore(tmp_path / "store")
+    source = open_source(str(image_folder))
+    first = extract(tiny_backbone, source, DEFAULT_TEMPLATES[:1], store, batch_size=4, num_workers=0, views=2)
+    assert first.view_features is not None and first.view_features.shape == (18, 2, 32)
+    assert not torch.allclose(first.view_features[:, 0], first.view_features[:, 1]), "two different crops"
+    counting = CountingBackbone(tiny_backbone)
+    again = extract(counting, source, DEFAULT_TEMPLATES[:1], store, batch_size=4, num_workers=0, views=2)
+    assert counting.images == 0 and torch.equal(first.view_features, again.view_features), "read from the cache"
+    image = Image.new("RGB", (64, 48))
+    view = RandomCropView(lambda im: torch.tensor(im.size), view=0, seed=0)
+    assert torch.equal(view(image, 3), view(image, 3)) and tuple(view(image, 3)) != (64, 48)

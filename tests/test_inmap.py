@@ -1,23 +1,13 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from clipadapt.evaluation.runner import run_method
-from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import sinkhorn_balance
 from clipadapt.methods.inmap import learn_vision_proxies
-from helpers import make_modality_gap
-
-
-def _featureset(arrays: dict[str, np.ndarray]) -> FeatureSet:
-    return FeatureSet(
-        torch.from_numpy(arrays["image_features"]),
-        torch.from_numpy(arrays["text_features"]),
-        torch.from_numpy(arrays["labels"]),
-    )
+from helpers import as_featureset, make_modality_gap
 
 
 def test_sinkhorn_rows_sum_to_one_and_classes_are_balanced() -> None:
@@ -67,7 +57,7 @@ def test_tolerance_stops_early() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_inmap_beats_zeroshot_on_a_modality_gap_problem(seed: int) -> None:
-    features = _featureset(make_modality_gap(seed=seed))
+    features = as_featureset(make_modality_gap(seed=seed))
     zeroshot = run_method(features, "zeroshot")["metrics"]["acc1"]
     inmap = run_method(features, "inmap")
     assert inmap["metrics"]["acc1"] > zeroshot + 0.01
@@ -76,11 +66,11 @@ def test_inmap_beats_zeroshot_on_a_modality_gap_problem(seed: int) -> None:
 
 @pytest.mark.parametrize("hparams", [{"sinkhorn_iterations": 0}, {"threshold": 1.0}, {"steps": 0}])
 def test_inmap_ablations_run(hparams: dict) -> None:
-    features = _featureset(make_modality_gap())
+    features = as_featureset(make_modality_gap())
     record = run_method(features, "inmap", hparams=hparams)
     assert 0 < record["metrics"]["acc1"] <= 1 and record["hparams"] | hparams == record["hparams"]
 
 
 def test_inmap_with_no_steps_is_zeroshot() -> None:
-    features = _featureset(make_modality_gap())
+    features = as_featureset(make_modality_gap())
     assert run_method(features, "inmap", hparams={"steps": 0})["metrics"] == run_method(features, "zeroshot")["metrics"]

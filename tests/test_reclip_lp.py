@@ -5,10 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from clipadapt.evaluation.runner import run_method
-from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import conjugate_gradient, knn_graph, propagate_labels
 from clipadapt.methods.reclip_lp import text_basis
-from helpers import make_modality_gap
+from helpers import as_featureset, make_modality_gap
 
 
 def _dense_reference_graph(points: torch.Tensor, k: int) -> torch.Tensor:
@@ -64,23 +63,14 @@ def test_projection_bases() -> None:
     assert torch.allclose(text @ p1 @ p1.T, text, atol=1e-5), "P1 keeps the text features"
 
 
-def _featureset(seed: int) -> FeatureSet:
-    arrays = make_modality_gap(seed=seed)
-    return FeatureSet(
-        torch.from_numpy(arrays["image_features"]),
-        torch.from_numpy(arrays["text_features"]),
-        torch.from_numpy(arrays["labels"]),
-    )
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_reclip_lp_beats_zeroshot_on_a_modality_gap_problem(seed: int) -> None:
-    features = _featureset(seed)
+    features = as_featureset(make_modality_gap(seed=seed))
     zeroshot = run_method(features, "zeroshot")["metrics"]["acc1"]
     assert run_method(features, "reclip-lp")["metrics"]["acc1"] > zeroshot + 0.01
 
 
 @pytest.mark.parametrize("hparams", [{"projection": "P0"}, {"projection": "P1"}, {"max_propagation_classes": 2}])
 def test_reclip_lp_variants_run(hparams: dict) -> None:
-    record = run_method(_featureset(0), "reclip-lp", hparams=hparams)
+    record = run_method(as_featureset(make_modality_gap(seed=0)), "reclip-lp", hparams=hparams)
     assert 0 < record["metrics"]["acc1"] <= 1

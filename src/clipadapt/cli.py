@@ -31,6 +31,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", nargs="+", default=[], help="pretrained tag or checkpoint path, one per model")
     g.add_argument("--batch_size", type=int, default=64)
     g.add_argument("--num_workers", type=int, default=None, help="image loading processes (default: cores - 1)")
+    g.add_argument(
+        "--views", type=int, default=0, help="also extract V random-crop views per image (for clip-enhance; cached)"
+    )
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     g.add_argument("--cache_dir", default=None, help="feature cache (default: ~/.cache/clipadapt/features)")
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--method", nargs="+", default=None, help="methods (default: every registered method)")
     dm.add_argument("--images", type=int, default=500, help="test images per domain")
     dm.add_argument("--pool", type=int, default=200, help="labelled pool per domain (few-shot methods only)")
+    dm.add_argument("--views", type=int, default=16, help="random-crop views per image (clip-enhance's student)")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--imbalance", type=float, default=1.0, help="long-tailed classes: largest/smallest class ratio")
     _add_common(dm)
@@ -121,7 +125,7 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
                 nonlocal backbone
                 if backbone is None:
                     backbone = load_backbone(model, pretrained, args.device, args.precision, args.model_cache_dir)
-                return extract(backbone, source, prompts, store, args.batch_size, args.num_workers)
+                return extract(backbone, source, prompts, store, args.batch_size, args.num_workers, args.views)
 
             yield source.name, model, pretrained or "random", load
 
@@ -196,7 +200,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.imbalance < 1:
         raise ClipAdaptError("--imbalance is the largest/smallest class ratio and must be at least 1")
     records = run_demo(
-        args.output_dir, args.domains, args.method, args.images, args.pool, args.seed, imbalance=args.imbalance
+        args.output_dir,
+        args.domains,
+        args.method,
+        args.images,
+        args.pool,
+        args.seed,
+        imbalance=args.imbalance,
+        views=args.views,
     )
     _print_summary(records)
     print(f"wrote {args.output_dir}/report.md, {len(records)} result JSONs and samples.png")

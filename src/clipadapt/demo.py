@@ -74,6 +74,7 @@ def run_demo(
     seed: int = 0,
     batch_size: int = 128,
     imbalance: float = 1.0,
+    views: int = 16,
 ) -> list[dict[str, Any]]:
     from clipadapt.backbones import load_backbone
     from clipadapt.data import open_source
@@ -93,7 +94,7 @@ def run_demo(
         manifest = write_domain_manifest(out / "domains", domain, n_test, n_pool, seed, imbalance)
         source = open_source(str(manifest))
         source.name = f"world-{domain_name(domain, imbalance)}"
-        features = extract(backbone, source, list(WORLD_TEMPLATES), store, batch_size=batch_size)
+        features = extract(backbone, source, list(WORLD_TEMPLATES), store, batch_size=batch_size, views=views)
         for name in names:
             try:
                 record = run_method(features, name, seed=seed)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ import torch
 from clipadapt.errors import ClipAdaptError
 from clipadapt.evaluation.metrics import classification_metrics
 from clipadapt.features.featureset import FeatureSet
-from clipadapt.methods import Method, build_method
+from clipadapt.methods import Classifier, Method, build_method
 from clipadapt.runtime import seed_everything
 
 TEST_SPLIT = "test"
@@ -32,8 +32,15 @@ def test_subset(features: FeatureSet) -> FeatureSet:
     return features.subset(mask)
 
 
-def fit_and_predict(features: FeatureSet, method: Method, seed: int = 0) -> tuple[torch.Tensor, FeatureSet, float]:
-    """Fit ``method`` and return (test logits (N, C), the test rows, seconds taken).
+class Prediction(NamedTuple):
+    logits: torch.Tensor  # (N, C) for the test rows
+    test: FeatureSet  # the test rows
+    seconds: float
+    classifier: Classifier
+
+
+def fit_and_predict(features: FeatureSet, method: Method, seed: int = 0) -> Prediction:
+    """Fit ``method`` and return the test logits, the test rows, the seconds taken and the classifier.
 
     The method sees the test features *without labels*; labels are read only to score, by the caller.
     """
@@ -44,7 +51,7 @@ def fit_and_predict(features: FeatureSet, method: Method, seed: int = 0) -> tupl
     start = time.perf_counter()
     fit = method.fit(test.without_labels())
     logits = fit.target_logits if fit.target_logits is not None else fit.classifier.logits(test.image_features)
-    return logits, test, time.perf_counter() - start
+    return Prediction(logits, test, time.perf_counter() - start, fit.classifier)
 
 
 def run_method(
@@ -58,7 +65,7 @@ def run_method(
     ``seconds`` is the wall time of fitting and predicting (feature extraction excluded).
     """
     instance = build_method(method, hparams) if isinstance(method, str) else method
-    logits, test, seconds = fit_and_predict(features, instance, seed)
+    logits, test, seconds, classifier = fit_and_predict(features, instance, seed)
     metrics = classification_metrics(logits, test.labels) if test.labels is not None else {}
     return {
         "dataset": features.dataset,
@@ -67,7 +74,7 @@ def run_method(
         "task": f"{instance.setting.replace('-', '')}_classification",
         "method": instance.name,
         "setting": instance.setting,
-        "hparams": instance.hparams(),
+        "hparams": {**instance.hparams(), **classifier.hparams},  # the classifier's record what the fit used
         "metrics": metrics,
         "seed": seed,
         "shots": None,

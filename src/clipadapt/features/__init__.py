@@ -14,6 +14,7 @@ from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from clipadapt.features.store import ExtractedImages, FeatureStore
 from clipadapt.features.text import encode_prompts
+from clipadapt.features.views import extract_views
 
 log = logging.getLogger("clipadapt")
 
@@ -25,9 +26,13 @@ def extract(
     store: FeatureStore | None = None,
     batch_size: int = 64,
     num_workers: int | None = None,
+    views: int = 0,
+    view_seed: int = 0,
 ) -> FeatureSet:
     """Image features of ``source`` (cached) and class prototypes from ``prompts`` as one FeatureSet.
 
+    With ``views`` > 0, also (N, V, D) ``view_features`` of seeded random resized crops (scale 0.6–0.8,
+    :mod:`clipadapt.features.views`), each view cached like the images.
     Unreadable images are skipped and counted (``extra["skipped"]``); it is an error only if none is readable.
     """
     store = store or FeatureStore()
@@ -39,9 +44,15 @@ def extract(
     assert source.classnames is not None
     text_features, text_all = encode_prompts(backbone, source.classnames, prompts)
     keep = np.flatnonzero(images.valid)
+    view_features = None
+    if views > 0:
+        view_features = extract_views(
+            backbone, source, views, store, view_seed, batch_size=batch_size, num_workers=num_workers
+        )[keep]
     paths = source.paths()
     return FeatureSet(
         image_features=images.features[keep],
+        view_features=view_features,
         text_features=text_features,
         labels=None if source.labels is None else torch.from_numpy(source.labels[keep]),
         text_all=text_all,

@@ -33,6 +33,7 @@ class FeatureSet:
     model: str = ""
     pretrained: str = ""
     dataset: str = ""
+    view_features: torch.Tensor | None = None  # (N, V, D) features of V augmented views of each image
     extra: dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -59,6 +60,7 @@ class FeatureSet:
         return dataclasses.replace(
             self,
             image_features=self.image_features[idx],
+            view_features=None if self.view_features is None else self.view_features[idx],
             labels=None if self.labels is None else self.labels[idx],
             split=None if self.split is None else self.split[np_idx],
             paths=None if self.paths is None else [self.paths[i] for i in np_idx],
@@ -104,7 +106,10 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
         raise bad("image_features and text_features must not be empty")
     if text.shape[1] != d:
         raise bad(f"image features have dimension {d} but text features {text.shape[1]}")
-    for key in ("image_features", "text_features", "text_all"):
+    views = arrays.get("view_features")
+    if views is not None and (views.ndim != 3 or views.shape[0] != n or views.shape[2] != d):
+        raise bad(f"view_features must be ({n}, V, {d}); got {views.shape}")
+    for key in ("image_features", "text_features", "text_all", "view_features"):
         if key in arrays and not np.issubdtype(arrays[key].dtype, np.number):
             raise bad(f"{key} must be numeric, not {arrays[key].dtype}")
         if key in arrays and not np.isfinite(arrays[key]).all():
@@ -132,6 +137,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
         text_features=torch.from_numpy(text.astype(np.float32)),
         labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
         text_all=None if text_all is None else torch.from_numpy(text_all.astype(np.float32)),
+        view_features=None if views is None else torch.from_numpy(views.astype(np.float32)),
         classnames=classnames or [f"class {i}" for i in range(c)],
         prompt_names=prompt_names,
         split=split,
@@ -155,6 +161,8 @@ def save_feature_file(features: FeatureSet, path: str | os.PathLike) -> None:
         arrays["labels"] = features.labels.numpy()
     if features.text_all is not None:
         arrays["text_all"] = features.text_all.numpy()
+    if features.view_features is not None:
+        arrays["view_features"] = features.view_features.numpy()
     if features.classnames is not None:
         arrays["classnames"] = np.array(features.classnames)
     if features.prompt_names is not None:

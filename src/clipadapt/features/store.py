@@ -56,7 +56,10 @@ class _ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            return index, self.transform(self.source.load(index)), None
+            image = self.source.load(index)
+            # a seeded random view (features/views.py) takes the index, to draw the same crop every time
+            takes_index = getattr(self.transform, "takes_index", False)
+            return index, self.transform(image, index) if takes_index else self.transform(image), None
         except UnreadableImage as exc:
             return index, None, str(exc)
         except (OSError, ValueError) as exc:  # decoding errors that surface inside the transform

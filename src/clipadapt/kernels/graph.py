@@ -8,12 +8,52 @@ import torch
 
 
 @torch.no_grad()
-def knn_graph(points: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
+def knn(
+    points: torch.Tensor, k: int, block: int = 2048, sketch_dim: int | None = None, candidates: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point's ``k`` most similar other points (self excluded) by inner product, ``block`` rows at a time.
+
+    Exact by default: memory O(block · M), time O(M² · D). With ``sketch_dim`` < D the search runs in the
+    top ``sketch_dim`` principal directions of the points (uncentred, so inner products are preserved in
+    the least-squares sense), keeps ``candidates`` (default 4·k) per point and re-ranks them with the exact
+    inner product: time O(M² · sketch_dim + M · candidates · D). The neighbours found are exact
+    similarities; only a neighbour missing from the candidates can be lost.
+
+    Args:
+        points: (M, D) L2-normalised points.
+    Returns:
+        (M, k) similarities, descending, and (M, k) indices of the neighbours.
+    """
+    m, dim = points.shape
+    k = min(k, m - 1)
+    search = points
+    pool = k
+    if sketch_dim is not None and sketch_dim < dim:
+        _, vectors = torch.linalg.eigh((points.T @ points).double())  # ascending eigenvalues
+        search = points @ vectors[:, -sketch_dim:].to(points.dtype)  # (M, sketch_dim)
+        pool = min(candidates or 4 * k, m - 1)
+    sims_out, idx_out = [], []
+    for start in range(0, m, block):
+        stop = min(start + block, m)
+        rows = torch.arange(stop - start)
+        sims = search[start:stop] @ search.T  # (block, M)
+        sims[rows, torch.arange(start, stop)] = -float("inf")  # no self-loops
+        top, idx = sims.topk(pool, dim=1)
+        if pool > k:  # exact re-ranking of the candidates
+            exact = torch.einsum("bd,bpd->bp", points[start:stop], points[idx])
+            top, pick = exact.topk(k, dim=1)
+            idx = idx.gather(1, pick)
+        sims_out.append(top)
+        idx_out.append(idx)
+    return torch.cat(sims_out), torch.cat(idx_out)
+
+
+@torch.no_grad()
+def knn_graph(points: torch.Tensor, k: int, block: int = 2048, sketch_dim: int | None = None) -> torch.Tensor:
     """Symmetric, normalised k-NN affinity graph, as in label propagation (Iscen et al., 2019).
 
-    Each point keeps its ``k`` most similar other points (self excluded) with affinity (cos + 1) / 2;
-    A is symmetrised to W = A + Aᵀ and normalised to D^-½ W D^-½ with D the degrees of W. Similarities
-    are computed ``block`` rows at a time, so memory is O(block · M + M · k).
+    Each point keeps its ``k`` most similar other points (:func:`knn`) with affinity (cos + 1) / 2;
+    A is symmetrised to W = A + Aᵀ and normalised to D^-½ W D^-½ with D the degrees of W.
 
     Args:
         points: (M, D) L2-normalised points.
@@ -21,17 +61,9 @@ def knn_graph(points: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
         (M, M) sparse COO tensor (coalesced), at most 2·k·M non-zeros.
     """
     m = points.shape[0]
-    k = min(k, m - 1)
-    rows, cols, vals = [], [], []
-    for start in range(0, m, block):
-        stop = min(start + block, m)
-        sims = points[start:stop] @ points.T  # (block, M)
-        sims[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")  # no self-loops
-        top, idx = sims.topk(k, dim=1)
-        rows.append(torch.arange(start, stop).repeat_interleave(k))
-        cols.append(idx.reshape(-1))
-        vals.append(((top + 1) / 2).reshape(-1))
-    r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(vals)
+    top, idx = knn(points, k, block, sketch_dim)
+    r = torch.arange(m).repeat_interleave(idx.shape[1])
+    c, v = idx.reshape(-1), ((top + 1) / 2).reshape(-1)
     graph = torch.sparse_coo_tensor(
         torch.stack([torch.cat([r, c]), torch.cat([c, r])]), torch.cat([v, v]), (m, m), check_invariants=False
     )

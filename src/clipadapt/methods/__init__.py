@@ -1,6 +1,6 @@
 """Adaptation methods, registered by name. Importing this package registers every built-in method."""
 
-from clipadapt.methods import inmap, reclip_lp, zeroshot  # noqa: F401  (registers)
+from clipadapt.methods import clip_enhance, inmap, reclip_lp, transclip, zeroshot  # noqa: F401  (registers)
 from clipadapt.methods.base import Classifier, Fit, Method, Setting
 from clipadapt.methods.registry import build_method, get_method, list_methods, register_method, route_hparams
 
