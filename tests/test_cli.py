@@ -161,3 +161,14 @@ def test_label_free_predictions_ignore_labels(feature_file: Path) -> None:
             a = fit_and_predict(features, build_method(cls.name), seed=0).logits
             b = fit_and_predict(shuffled, build_method(cls.name), seed=0).logits
             assert torch.equal(a, b), cls.name
+
+
+def test_build_pivot_has_one_column_per_method_and_a_mean_row(capsys, feature_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r" / "{method}.json"
+    assert _run(capsys, "eval", "--features", str(feature_file), "--method", "zeroshot", "transclip",
+                "--output", str(out))[0] == 0  # fmt: skip
+    results = sorted(str(p) for p in (tmp_path / "r").glob("*.json"))
+    code, text, _ = _run(capsys, "build", "--pivot", *results, "--output", str(tmp_path / "t.md"))
+    assert code == 0 and (tmp_path / "t.md").read_text() == text
+    header, _, row, mean = text.strip().splitlines()
+    assert header.split("|")[3:5] == [" transclip ", " zeroshot "] and "s)" in row and mean.startswith("| mean top-1")

@@ -6,6 +6,7 @@ import torch
 from clipadapt.evaluation.runner import run_method
 from clipadapt.kernels import knn
 from clipadapt.methods.transclip import gaussian_log_likelihood, update_gaussians
+from conftest import whurs19_files
 from helpers import as_featureset, make_modality_gap
 
 
@@ -38,3 +39,16 @@ def test_sketched_neighbour_search_finds_most_exact_neighbours_with_exact_simila
     assert recall > 0.8
     assert torch.allclose(approx_sims, (x[:, None] * x[approx_idx]).sum(-1), atol=1e-5), "re-ranked exactly"
     assert not (approx_idx == torch.arange(len(x))[:, None]).any(), "no self-neighbours"
+
+
+@pytest.mark.skipif(not whurs19_files(), reason="shared WHU-RS19 features not present")
+def test_transclip_on_whurs19_never_falls_below_zeroshot() -> None:
+    from clipadapt.features import load_feature_file
+
+    accs = []
+    for path in whurs19_files():
+        features = load_feature_file(path)
+        zeroshot = run_method(features, "zeroshot")["metrics"]["acc1"]
+        accs.append(run_method(features, "transclip")["metrics"]["acc1"])
+        assert accs[-1] >= zeroshot - 0.005, path.name
+    assert sum(accs) / len(accs) > 0.9707, "at least the published TransCLIP mean on these files"

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd = sub.add_parser("build", help="merge result JSONs into one table (CSV, or Markdown for .md)")
     bd.add_argument("results", nargs="+", help="result JSON files")
     bd.add_argument("--output", default=None, help="table file (.csv or .md); default: Markdown on stdout")
+    bd.add_argument("--pivot", action="store_true", help="Markdown, one column per method: top-1 %% (seconds)")
     return parser
 
 
@@ -232,10 +233,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from clipadapt.evaluation import read_results, render_markdown, write_table
+    from clipadapt.evaluation import read_results, render_markdown, render_pivot, write_table
+    from clipadapt.io import atomic_open
 
     rows = read_results(args.results)
-    if args.output:
+    if args.pivot:
+        text = render_pivot(rows)
+        if args.output:
+            with atomic_open(args.output) as fh:
+                fh.write(text)
+        print(text, end="")
+    elif args.output:
         write_table(rows, args.output)
         print(f"wrote {args.output}: {len(rows)} rows")
     else:

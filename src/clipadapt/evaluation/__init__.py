@@ -1,7 +1,15 @@
 """Scoring and result files."""
 
 from clipadapt.evaluation.metrics import classification_metrics
-from clipadapt.evaluation.results import output_path, read_results, render_markdown, write_table
+from clipadapt.evaluation.results import output_path, read_results, render_markdown, render_pivot, write_table
 from clipadapt.evaluation.runner import run_method
 
-__all__ = ["classification_metrics", "output_path", "read_results", "render_markdown", "run_method", "write_table"]
+__all__ = [
+    "classification_metrics",
+    "output_path",
+    "read_results",
+    "render_markdown",
+    "render_pivot",
+    "run_method",
+    "write_table",
+]

@@ -68,6 +68,30 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_pivot(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per (dataset, pretrained, model), one column per method, cells "top-1 % (seconds)",
+    and a last row with each method's mean top-1 over the rows that have it."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cells: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["pretrained"], r["model"]), {})[r["method"]] = r
+    lines = ["| dataset | features | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 2)]
+    for (dataset, pretrained, model), by_method in cells.items():
+        shown = [
+            f"{100 * m['acc1']:.2f} ({m['seconds']:.2f} s)"
+            if (m := by_method.get(name)) and m["acc1"] is not None
+            else ""
+            for name in methods
+        ]
+        lines.append(f"| {dataset} | {pretrained} {model} | " + " | ".join(shown) + " |")
+    means = []
+    for name in methods:
+        accs = [r["acc1"] for r in rows if r["method"] == name and r["acc1"] is not None]
+        means.append(f"**{100 * sum(accs) / len(accs):.2f}**" if accs else "")
+    lines.append("| mean top-1 | | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, lineterminator="\n")

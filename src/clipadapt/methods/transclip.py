@@ -30,6 +30,7 @@ terms are expanded so that no (N, C, d) tensor is formed.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -49,9 +50,22 @@ def gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, variance: torc
     Returns:
         (N, C) −½ Σ_d (x_id − μ_kd)² / v_d − ½ Σ_d log v_d, without any (N, C, D) tensor.
     """
-    inv = 1.0 / variance
-    quad = (x * x) @ inv[:, None] - 2 * x @ (means * inv).T + ((means * means) @ inv)[None, :]  # (N, C)
-    return -0.5 * quad - 0.5 * variance.log().sum()
+    per_image = -0.5 * ((x * x) @ (1.0 / variance)) - 0.5 * variance.log().sum()  # (N,)
+    return class_log_likelihood(x, means, variance) + per_image[:, None]
+
+
+def class_log_likelihood(x: torch.Tensor, means: torch.Tensor, variance: torch.Tensor, scale: float = 1.0):
+    """``scale`` × the part of :func:`gaussian_log_likelihood` that depends on the class, x_i·(μ_k/v) − ½ μ_k²/v:
+    the per-image rest cancels in the z-step's softmax. One fused matrix product.
+
+    Args:
+        x: (N, D); means: (C, D); variance: (D,).
+    Returns:
+        (N, C).
+    """
+    scaled = means / variance  # (C, D)
+    bias = -0.5 * (means * scaled).sum(1)  # (C,)
+    return torch.addmm(bias[None, :] * scale, x, scaled.T, alpha=scale)
 
 
 def update_gaussians(x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,14 +90,15 @@ def update_assignments(
     """The BMM z-step: z_i ← softmax(log_prior_i + log_likelihood_i + Σ_j w_ij z_j), ``iterations`` times.
 
     Args:
-        log_prior: (N, C) λ log ŷ; log_likelihood: (N, C) β log p; graph: (N, N) sparse affinity w;
+        log_prior: (N, C) λ log ŷ; log_likelihood: (N, C) β log p (up to per-image constants);
+        graph: (N, N) sparse CSR affinity w;
         z: (N, C) current assignments.
     Returns:
         (N, C) new assignments.
     """
     fixed = log_prior + log_likelihood
     for _ in range(iterations):
-        z = torch.softmax(fixed + torch.sparse.mm(graph, z), dim=1)
+        z = torch.softmax(torch.addmm(fixed, graph, z), dim=1)  # graph in CSR: sparse × dense, fused add
     return z
 
 
@@ -93,7 +108,10 @@ def affinity_graph(x: torch.Tensor, k: int, exact_max: int, sketch_dim: int = 25
     sims, idx = knn(x, k, sketch_dim=None if n <= exact_max else sketch_dim)
     rows = torch.arange(n).repeat_interleave(idx.shape[1])
     indices = torch.stack([rows, idx.reshape(-1)])
-    return torch.sparse_coo_tensor(indices, sims.reshape(-1), (n, n), check_invariants=False).coalesce()
+    coo = torch.sparse_coo_tensor(indices, sims.reshape(-1), (n, n), check_invariants=False).coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return coo.to_sparse_csr()
 
 
 @register_method
@@ -125,7 +143,7 @@ class TransCLIPZeroShot(Method):
         log_prior = self.text_weight * log_zeroshot
         agreement = []
         for _ in range(self.outer_iterations):
-            log_likelihood = self.gmm_weight * gaussian_log_likelihood(x, means, variance)
+            log_likelihood = class_log_likelihood(x, means, variance, self.gmm_weight)
             z = update_assignments(log_prior, log_likelihood, graph, z, self.z_iterations)
             means, variance = update_gaussians(x, z)
             agreement.append(float((z.argmax(1) == log_zeroshot.argmax(1)).float().mean()))
