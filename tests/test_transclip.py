@@ -5,7 +5,7 @@ import torch
 
 from clipadapt.evaluation.runner import run_method
 from clipadapt.kernels import knn
-from clipadapt.methods.transclip import gaussian_log_likelihood, update_gaussians
+from clipadapt.methods.transclip import class_log_likelihood, update_gaussians
 from conftest import whurs19_files
 from helpers import as_featureset, make_modality_gap
 
@@ -15,7 +15,9 @@ def test_gaussian_terms_match_the_direct_formulas() -> None:
     x, means = torch.randn(50, 7, generator=g, dtype=torch.float64), torch.randn(4, 7, generator=g, dtype=torch.float64)
     variance = torch.rand(7, generator=g, dtype=torch.float64) + 0.1
     direct = -0.5 * ((x[:, None] - means[None]) ** 2 / variance).sum(-1) - 0.5 * variance.log().sum()
-    assert torch.allclose(gaussian_log_likelihood(x, means, variance), direct)
+    per_image = -0.5 * (x * x / variance).sum(1, keepdim=True) - 0.5 * variance.log().sum()
+    assert torch.allclose(class_log_likelihood(x, means, variance) + per_image, direct)
+    assert torch.allclose(class_log_likelihood(x, means, variance, 0.5), 0.5 * (direct - per_image))
     z = torch.softmax(torch.randn(50, 4, generator=g, dtype=torch.float64), dim=1)
     mu, var = update_gaussians(x, z)
     assert torch.allclose(mu, (z.T @ x) / z.sum(0)[:, None])

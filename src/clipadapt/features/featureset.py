@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from clipadapt.errors import ClipAdaptError
 from clipadapt.io import atomic_path
@@ -46,6 +47,15 @@ class FeatureSet:
     @property
     def dim(self) -> int:
         return int(self.image_features.shape[1])
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names, or the class indices as text when the features have none."""
+        return self.classnames or [str(i) for i in range(self.num_classes)]
+
+    def normalised(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) image features and (C, D) class prototypes as float32 with unit rows."""
+        return F.normalize(self.image_features.float(), dim=1), F.normalize(self.text_features.float(), dim=1)
 
     def without_labels(self) -> FeatureSet:
         """The same features with labels removed: what label-free methods receive."""

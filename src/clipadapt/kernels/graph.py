@@ -49,7 +49,7 @@ def knn(
 
 
 @torch.no_grad()
-def knn_graph(points: torch.Tensor, k: int, block: int = 2048, sketch_dim: int | None = None) -> torch.Tensor:
+def knn_graph(points: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
     """Symmetric, normalised k-NN affinity graph, as in label propagation (Iscen et al., 2019).
 
     Each point keeps its ``k`` most similar other points (:func:`knn`) with affinity (cos + 1) / 2;
@@ -61,7 +61,7 @@ def knn_graph(points: torch.Tensor, k: int, block: int = 2048, sketch_dim: int |
         (M, M) sparse COO tensor (coalesced), at most 2·k·M non-zeros.
     """
     m = points.shape[0]
-    top, idx = knn(points, k, block, sketch_dim)
+    top, idx = knn(points, k, block)
     r = torch.arange(m).repeat_interleave(idx.shape[1])
     c, v = idx.reshape(-1), ((top + 1) / 2).reshape(-1)
     graph = torch.sparse_coo_tensor(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,16 +89,15 @@ class CLIPEnhance(Method):
     vmf: bool = True  # False: the paper's "w/o vMF" ablation
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
-        x = F.normalize(target.image_features.float(), dim=-1)
-        text = F.normalize(target.text_features.float(), dim=-1)
+        x, text = target.normalised()
         teacher = text * (self.kappa0 if self.vmf else 1.0)
         views = target.view_features
         history: dict[str, list[float]] = {"loss": []}
         if views is not None:
             teacher = self._distil(teacher, x, F.normalize(views.float(), dim=-1), history)
         bias = log_vmf_normaliser(teacher.norm(dim=1), teacher.shape[1]) if self.vmf else None
-        classnames = target.classnames or [str(i) for i in range(text.shape[0])]
-        classifier = Classifier(teacher, classnames, 1.0, bias=bias, method=self.name, hparams=self.hparams(views))
+        hparams = {**self.hparams(), "views": "identity" if views is None else int(views.shape[1])}
+        classifier = Classifier(teacher, target.class_names, 1.0, bias=bias, method=self.name, hparams=hparams)
         history["concentration"] = teacher.norm(dim=1).tolist()
         return Fit(classifier, target_logits=classifier.logits(x), history=history)
 
@@ -127,8 +125,3 @@ class CLIPEnhance(Method):
                     teacher = F.normalize(teacher, dim=1)
             history["loss"].append(total / n)
         return teacher
-
-    def hparams(self, views: torch.Tensor | None = None) -> dict[str, Any]:  # type: ignore[override]
-        out = super().hparams()
-        out["views"] = "identity" if views is None else int(views.shape[1])
-        return out

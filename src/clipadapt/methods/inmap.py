@@ -79,8 +79,7 @@ class InMaP(Method):
     tolerance: float = 0.0
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
-        x = F.normalize(target.image_features.float(), dim=1)
-        text = F.normalize(target.text_features.float(), dim=1)
+        x, text = target.normalised()
         scores = x @ text.T
         if self.sinkhorn_iterations > 0:
             labels = sinkhorn_balance(scores, self.tau_text, self.sinkhorn_iterations)
@@ -90,8 +89,7 @@ class InMaP(Method):
         hard = confident > self.threshold
         labels[hard] = F.one_hot(top[hard], labels.shape[1]).to(labels.dtype)
         proxies, steps = learn_vision_proxies(x, text, labels, self.tau_image, self.lr, self.steps, self.tolerance)
-        classnames = target.classnames or [str(i) for i in range(target.num_classes)]
         # Official inference: cosine to the proxies; the 100 scale only sharpens probabilities, not rankings.
-        classifier = Classifier(proxies, classnames, 100.0, method=self.name, hparams=self.hparams())
+        classifier = Classifier(proxies, target.class_names, 100.0, method=self.name, hparams=self.hparams())
         history = {"steps": [float(steps)], "hard_label_fraction": [float(hard.float().mean())]}
         return Fit(classifier, target_logits=classifier.logits(x), history=history)

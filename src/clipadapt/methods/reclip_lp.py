@@ -54,8 +54,7 @@ class ReCLIPLabelPropagation(Method):
     max_propagation_classes: int = 500
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
-        x = F.normalize(target.image_features.float(), dim=1)
-        text = F.normalize(target.text_features.float(), dim=1)
+        x, text = target.normalised()
         basis = text_basis(text, self.projection)
         x_proj = F.normalize(x @ basis, dim=1)  # (N, r) coordinates of x̂ P2, re-normalised
         t_proj = F.normalize(text @ basis, dim=1)  # (C, r)
@@ -71,9 +70,8 @@ class ReCLIPLabelPropagation(Method):
         centroids = torch.zeros_like(text).index_add_(0, pseudo, x)
         empty = centroids.norm(dim=1) == 0
         centroids[empty] = text[empty]  # a class no image was given keeps its text prototype
-        classnames = target.classnames or [str(i) for i in range(n_classes)]
         classifier = Classifier(
-            F.normalize(centroids, dim=1), classnames, 100.0, method=self.name, hparams=self.hparams()
+            F.normalize(centroids, dim=1), target.class_names, 100.0, method=self.name, hparams=self.hparams()
         )
         confidence = scores.clamp_min(0) / scores.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-12)
         history = {"mean_confidence": [float(confidence.max(1).values.mean())]}

@@ -42,21 +42,13 @@ from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
 
 
-def gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
-    """log N(x_i; μ_k, diag(v)) up to the shared constant −(d/2) log 2π.
+def class_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, variance: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
+    """``scale`` × the class-dependent part of log N(x_i; μ_k, diag(v)), x_i·(μ_k/v) − ½ μ_k²/v.
 
-    Args:
-        x: (N, D) features; means: (C, D) μ; variance: (D,) diagonal v.
-    Returns:
-        (N, C) −½ Σ_d (x_id − μ_kd)² / v_d − ½ Σ_d log v_d, without any (N, C, D) tensor.
-    """
-    per_image = -0.5 * ((x * x) @ (1.0 / variance)) - 0.5 * variance.log().sum()  # (N,)
-    return class_log_likelihood(x, means, variance) + per_image[:, None]
-
-
-def class_log_likelihood(x: torch.Tensor, means: torch.Tensor, variance: torch.Tensor, scale: float = 1.0):
-    """``scale`` × the part of :func:`gaussian_log_likelihood` that depends on the class, x_i·(μ_k/v) − ½ μ_k²/v:
-    the per-image rest cancels in the z-step's softmax. One fused matrix product.
+    The rest, −½ Σ_d x_id²/v_d − ½ Σ_d log v_d and the constant, is the same for every class and cancels
+    in the z-step's softmax. One fused matrix product, no (N, C, D) tensor.
 
     Args:
         x: (N, D); means: (C, D); variance: (D,).
@@ -131,8 +123,7 @@ class TransCLIPZeroShot(Method):
 
     @torch.no_grad()
     def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
-        x = F.normalize(target.image_features.float(), dim=1)
-        text = F.normalize(target.text_features.float(), dim=1)
+        x, text = target.normalised()
         n, dim = x.shape
         log_zeroshot = torch.log_softmax(100.0 * x @ text.T, dim=1)  # (N, C)
         z = log_zeroshot.exp()
@@ -147,8 +138,9 @@ class TransCLIPZeroShot(Method):
             z = update_assignments(log_prior, log_likelihood, graph, z, self.z_iterations)
             means, variance = update_gaussians(x, z)
             agreement.append(float((z.argmax(1) == log_zeroshot.argmax(1)).float().mean()))
-        classnames = target.classnames or [str(i) for i in range(text.shape[0])]
         # New images (inductive use): the class means as cosine prototypes.
-        classifier = Classifier(F.normalize(means, dim=1), classnames, 100.0, method=self.name, hparams=self.hparams())
+        classifier = Classifier(
+            F.normalize(means, dim=1), target.class_names, 100.0, method=self.name, hparams=self.hparams()
+        )
         history = {"agreement_with_zeroshot": agreement}
         return Fit(classifier, target_logits=z.clamp_min(1e-30).log(), history=history)

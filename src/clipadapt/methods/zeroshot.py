@@ -24,5 +24,4 @@ class ZeroShot(Method):
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
         weights = F.normalize(target.text_features.float(), dim=-1)
-        classnames = target.classnames or [str(i) for i in range(target.num_classes)]
-        return Fit(Classifier(weights, classnames, self.logit_scale, method=self.name, hparams=self.hparams()))
+        return Fit(Classifier(weights, target.class_names, self.logit_scale, method=self.name, hparams=self.hparams()))
