@@ -4,7 +4,8 @@ Each method runs in a fresh process (so its peak resident memory is its own) on 
 classes clustered around shifted text prototypes, and the script prints seconds, peak memory and top-1.
 
     python benchmarks/transductive_scale.py [--n 50000 --dim 1024 --classes 1000] [--method inmap reclip-lp]
-        [--hparam steps=20]
+        [--views 4] [--hparam epochs=2]
+    python benchmarks/transductive_scale.py --features ../shared/data/whurs19/*.npz   # real feature files
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
-def generate(n: int, dim: int, classes: int, seed: int = 0):
+def generate(n: int, dim: int, classes: int, seed: int = 0, views: int = 0):
     import torch
     import torch.nn.functional as F
 
@@ -28,7 +30,14 @@ def generate(n: int, dim: int, classes: int, seed: int = 0):
     text = F.normalize(centres + 1.2 * F.normalize(torch.randn(classes, dim, generator=g), dim=1), dim=1)
     labels = torch.randint(0, classes, (n,), generator=g)
     images = F.normalize(centres[labels] + 2.5 * torch.randn(n, dim, generator=g) / dim**0.5, dim=1)
-    return FeatureSet(images, text, labels)
+    features = FeatureSet(images, text, labels)
+    if views:  # crops stand-in: each view is its image plus its own noise, stored as float16 like real views
+        features.view_features = torch.empty(n, views, dim, dtype=torch.float16)
+        for start in range(0, n, 4096):  # in chunks, so that generating does not dominate peak memory
+            chunk = images[start : start + 4096, None, :]
+            noise = torch.randn(chunk.shape[0], views, dim, generator=g) / dim**0.5
+            features.view_features[start : start + 4096] = F.normalize(chunk + noise, dim=-1)
+    return features
 
 
 def run_one(args: argparse.Namespace) -> None:
@@ -36,7 +45,12 @@ def run_one(args: argparse.Namespace) -> None:
     from clipadapt.evaluation.runner import run_method
     from clipadapt.methods import route_hparams
 
-    features = generate(args.n, args.dim, args.classes)
+    if args.features:
+        from clipadapt.features.featureset import load_feature_file
+
+        features = load_feature_file(args.features[0])
+    else:
+        features = generate(args.n, args.dim, args.classes, views=args.views)
     start = time.perf_counter()
     record = run_method(features, args.child, hparams=route_hparams([args.child], args.hparam)[args.child])
     seconds = time.perf_counter() - start
@@ -49,6 +63,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50000)
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--views", type=int, default=0, help="view features per image (clip-enhance trains on them)")
+    parser.add_argument("--features", nargs="+", default=None, help="feature files to time instead of generated ones")
     parser.add_argument("--method", nargs="+", default=None, help="default: every transductive method")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -60,15 +76,19 @@ def main() -> None:
 
     methods = args.method or [m.name for m in list_methods() if m.setting == "transductive"]
     routed = route_hparams(methods, args.hparam)  # unknown keys fail here, before any run
-    print(f"{args.n} images × {args.dim} dimensions, {args.classes} classes; one process per method")
-    print(f"{'method':14s} {'seconds':>8s} {'peak MB':>8s} {'top-1':>6s}  (peak includes the generated features)")
-    for method in ["zeroshot", *methods]:
-        cmd = [sys.executable, __file__, "--n", str(args.n), "--dim", str(args.dim), "--classes", str(args.classes)]
-        own = [f"--hparam={k}={v}" for k, v in routed.get(method, {}).items()]
-        cmd += ["--child", method, *own]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        row = json.loads(out)
-        print(f"{row['method']:14s} {row['seconds']:8.1f} {row['peak_mb']:8.0f} {row['acc1']:6.3f}")
+    problems = [["--features", path] for path in args.features] if args.features else [[]]
+    if not args.features:
+        print(f"{args.n} images × {args.dim} dimensions, {args.classes} classes; one process per method")
+    print(f"{'problem':28s} {'method':14s} {'seconds':>8s} {'peak MB':>8s} {'top-1':>6s}  (peak includes the features)")
+    for problem in problems:
+        name = Path(problem[1]).stem if problem else f"generated {args.n}x{args.dim}"
+        for method in ["zeroshot", *methods]:
+            cmd = [sys.executable, __file__, "--n", str(args.n), "--dim", str(args.dim), "--classes", str(args.classes)]
+            cmd += ["--views", str(args.views), *problem]
+            cmd += ["--child", method, *[f"--hparam={k}={v}" for k, v in routed.get(method, {}).items()]]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            row = json.loads(out)
+            print(f"{name:28s} {row['method']:14s} {row['seconds']:8.2f} {row['peak_mb']:8.0f} {row['acc1']:6.3f}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipadapt.errors import ClipAdaptError
 from clipadapt.evaluation.runner import run_method
 from clipadapt.kernels import sinkhorn_balance
-from clipadapt.methods.inmap import learn_vision_proxies
+from clipadapt.methods.inmap import learn_vision_proxies, learn_vision_proxies_lbfgs, proxy_loss, proxy_loss_and_grad
 from helpers import as_featureset, make_modality_gap
 
 
@@ -46,13 +47,26 @@ def test_proxies_move_to_the_image_class_means_with_true_labels() -> None:
     assert (proxies * means).sum(1).min() > (text * means).sum(1).max(), "closer to the image means than the text"
 
 
-def test_tolerance_stops_early() -> None:
-    arrays = make_modality_gap()
-    x = F.normalize(torch.from_numpy(arrays["image_features"]), dim=1)
-    y = F.one_hot(torch.from_numpy(arrays["labels"])).float()
-    text = F.normalize(torch.from_numpy(arrays["text_features"]), dim=1)
-    _, steps = learn_vision_proxies(x, text, y, steps=2000, tolerance=1e-4)
-    assert steps < 2000
+def test_lbfgs_reaches_the_official_solvers_objective_in_far_fewer_evaluations() -> None:
+    features = as_featureset(make_modality_gap(seed=1))
+    x, text = features.normalised()
+    labels = sinkhorn_balance(x @ text.T, 0.01, 20)
+    official, _ = learn_vision_proxies(x, text, labels, steps=2000)
+    fast, used = learn_vision_proxies_lbfgs(x, text, labels, evaluations=25)
+    assert used <= 25 and torch.allclose(fast.norm(dim=1), torch.ones(len(text)), atol=1e-5)
+    start, target, reached = (proxy_loss(x, w, labels, 0.04) for w in (text, official, fast))
+    assert reached < start and float(reached) <= float(target) * 1.01, (start, target, reached)
+
+
+def test_written_out_gradient_matches_autograd() -> None:
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(50, 8, dtype=torch.float64), dim=1)
+    labels = torch.softmax(torch.randn(50, 4, dtype=torch.float64), dim=1)
+    free = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    expected = proxy_loss(x, F.normalize(free, dim=1), labels, 0.04)
+    expected.backward()
+    loss, grad = proxy_loss_and_grad(x, free.detach(), labels, 0.04)
+    assert torch.allclose(loss, expected) and torch.allclose(grad, free.grad, atol=1e-10)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -64,13 +78,21 @@ def test_inmap_beats_zeroshot_on_a_modality_gap_problem(seed: int) -> None:
     assert inmap["setting"] == "transductive" and inmap["hparams"]["tau_image"] == 0.04
 
 
-@pytest.mark.parametrize("hparams", [{"sinkhorn_iterations": 0}, {"threshold": 1.0}, {"steps": 0}])
+@pytest.mark.parametrize(
+    "hparams", [{"sinkhorn_iterations": 0}, {"threshold": 1.0}, {"solver": "gd", "steps": 5}, {"evaluations": 0}]
+)
 def test_inmap_ablations_run(hparams: dict) -> None:
     features = as_featureset(make_modality_gap())
     record = run_method(features, "inmap", hparams=hparams)
     assert 0 < record["metrics"]["acc1"] <= 1 and record["hparams"] | hparams == record["hparams"]
 
 
-def test_inmap_with_no_steps_is_zeroshot() -> None:
+@pytest.mark.parametrize("hparams", [{"evaluations": 0}, {"solver": "gd", "steps": 0}])
+def test_inmap_with_no_steps_is_zeroshot(hparams: dict) -> None:
     features = as_featureset(make_modality_gap())
-    assert run_method(features, "inmap", hparams={"steps": 0})["metrics"] == run_method(features, "zeroshot")["metrics"]
+    assert run_method(features, "inmap", hparams=hparams)["metrics"] == run_method(features, "zeroshot")["metrics"]
+
+
+def test_inmap_rejects_an_unknown_solver() -> None:
+    with pytest.raises(ClipAdaptError, match="solver"):
+        run_method(as_featureset(make_modality_gap()), "inmap", hparams={"solver": "adam"})

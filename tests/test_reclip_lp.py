@@ -34,7 +34,7 @@ def test_conjugate_gradient_solves_an_spd_system() -> None:
     m = torch.randn(30, 30, dtype=torch.float64)
     a = m @ m.T + 30 * torch.eye(30, dtype=torch.float64)
     b = torch.randn(30, 3, dtype=torch.float64)
-    x = conjugate_gradient(lambda v: a @ v, b, iterations=100, tol=1e-12)
+    x = conjugate_gradient(lambda v, out: torch.matmul(a, v, out=out), b, iterations=100, tol=1e-12)
     assert torch.allclose(x, torch.linalg.solve(a, b), atol=1e-8)
 
 

@@ -94,7 +94,7 @@ class CLIPEnhance(Method):
         views = target.view_features
         history: dict[str, list[float]] = {"loss": []}
         if views is not None:
-            teacher = self._distil(teacher, x, F.normalize(views.float(), dim=-1), history)
+            teacher = self._distil(teacher, x, views, history)
         bias = log_vmf_normaliser(teacher.norm(dim=1), teacher.shape[1]) if self.vmf else None
         hparams = {**self.hparams(), "views": "identity" if views is None else int(views.shape[1])}
         classifier = Classifier(teacher, target.class_names, 1.0, bias=bias, method=self.name, hparams=hparams)
@@ -104,6 +104,7 @@ class CLIPEnhance(Method):
     def _distil(
         self, teacher: torch.Tensor, x: torch.Tensor, views: torch.Tensor, history: dict[str, list[float]]
     ) -> torch.Tensor:
+        """``views``: (N, V, D) as stored (float16 on disk); each batch is normalised in float32 when used."""
         student = teacher.clone().requires_grad_(True)
         optimiser = torch.optim.SGD([student], lr=self.lr)
         keep = max(1, math.floor(self.confident_fraction * views.shape[1]))
@@ -111,7 +112,8 @@ class CLIPEnhance(Method):
         for _ in progress(range(self.epochs), desc="clip-enhance", unit="epoch"):
             total = 0.0
             for batch in torch.randperm(n).split(self.batch_size):  # the runner's --seed seeds randperm
-                loss = distillation_loss(student, teacher, x[batch], views[batch], keep, self.vmf)
+                batch_views = F.normalize(views[batch].float(), dim=-1)
+                loss = distillation_loss(student, teacher, x[batch], batch_views, keep, self.vmf)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()

@@ -2,12 +2,14 @@
 
 The text prototypes label the unlabelled images (soft labels at temperature τ_t), Sinkhorn balances those
 labels over classes, confident rows (max > α) become one-hot, and class proxies are then learned in the
-*vision* space by minimising the cross-entropy of softmax(x̂ Wᵀ / τ_i) against the labels: a convex problem
-in W solved by full-batch gradient descent from the text prototypes (step lr/(N·τ_i), lr halved whenever
-the gradient norm grows, rows of W re-normalised every step). Defaults are the official code's.
+*vision* space by minimising the cross-entropy of softmax(x̂ Wᵀ / τ_i) against the labels over unit-norm
+rows W, starting from the text prototypes. The official code solves this with 2000 full-batch projected
+gradient steps (step lr/(N·τ_i), lr halved whenever the gradient norm grows): ``solver="gd"``.
 
-Deviation (documented in the README): ``tolerance`` stops the descent early once the proxies move less
-than ``tolerance`` (max absolute change) in a step; 0 runs all ``steps`` as the official code does.
+Deviation (documented in the README): the default solver is L-BFGS on the same objective (``solver=
+"lbfgs"``, at most 25 loss-and-gradient evaluations). On the eight WHU-RS19 files it ends within 5 % of the
+official solver's final loss (within 0.8 % at 50 evaluations), and top-1 moves by −0.5 to +0.3 points;
+at 50 000 × 1000 classes it takes ~45 s where the 2000 official steps take about an hour on two cores.
 """
 
 from __future__ import annotations
@@ -17,10 +19,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import sinkhorn_balance
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
+
+
+def proxy_loss(features: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Mean cross-entropy of softmax(X Wᵀ / tau) against Y.
+
+    Args:
+        features: (N, D) L2-normalised image features X.
+        proxies: (C, D) class proxies W.
+        labels: (N, C) soft or hard pseudo-labels Y, rows summing to 1.
+    Returns:
+        () the loss.
+    """
+    return -(labels * torch.log_softmax(features @ proxies.T / tau, dim=1)).sum(1).mean()
 
 
 @torch.no_grad()
@@ -31,9 +47,10 @@ def learn_vision_proxies(
     tau: float = 0.04,
     lr: float = 10.0,
     steps: int = 2000,
-    tolerance: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
-    """Minimise mean cross-entropy(softmax(X Wᵀ / tau), Y) over W with unit-norm rows.
+    """The official solver: full-batch projected gradient descent on ``proxy_loss`` over unit-norm rows.
+
+    The step is lr/(N·tau) times Pᵀ X − Yᵀ X; lr halves whenever the gradient norm grows.
 
     Args:
         features: (N, D) L2-normalised image features X.
@@ -46,21 +63,76 @@ def learn_vision_proxies(
     target = labels.T @ features  # (C, D): Yᵀ X, fixed
     weights = init.clone()
     previous = float("inf")
-    taken = 0
-    while taken < steps:
-        taken += 1
-        probs = torch.softmax(features @ weights.T / tau, dim=1)
-        grad = probs.T @ features - target  # (C, D) = N·tau × gradient of the mean cross-entropy
+    for _ in range(steps):
+        grad = torch.softmax(features @ weights.T / tau, dim=1).T @ features - target  # N·tau × the gradient
         norm = float(grad.norm())
         if norm > previous:
             lr /= 2
         previous = norm
-        updated = F.normalize(weights - (lr / (n * tau)) * grad, dim=1)
-        moved = float((updated - weights).abs().max())
-        weights = updated
-        if moved < tolerance:
-            break
-    return weights, taken
+        weights = F.normalize(weights - (lr / (n * tau)) * grad, dim=1)
+    return weights, steps
+
+
+@torch.no_grad()
+def proxy_loss_and_grad(
+    features: torch.Tensor, free: torch.Tensor, labels: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``proxy_loss`` at W = rows of V / ‖rows of V‖ and its gradient in V, written out (no autograd graph).
+
+    With P = softmax(X Wᵀ / tau): ∂L/∂W = (Pᵀ X − Yᵀ X) / (N·tau), and ∂L/∂V projects each row of it onto
+    the tangent of its sphere and divides by the row's length.
+
+    Args:
+        features: (N, D) L2-normalised image features X.
+        free: (C, D) unnormalised proxies V.
+        labels: (N, C) pseudo-labels Y, rows summing to 1.
+    Returns:
+        () loss and (C, D) gradient.
+    """
+    n = features.shape[0]
+    length = free.norm(dim=1, keepdim=True)
+    weights = free / length
+    log_probs = torch.log_softmax(features @ weights.T / tau, dim=1)  # (N, C)
+    loss = -(labels * log_probs).sum() / n
+    grad = (log_probs.exp_() - labels).T @ features / (n * tau)  # (C, D) ∂L/∂W
+    return loss, (grad - (grad * weights).sum(1, keepdim=True) * weights) / length
+
+
+def learn_vision_proxies_lbfgs(
+    features: torch.Tensor, init: torch.Tensor, labels: torch.Tensor, tau: float = 0.04, evaluations: int = 25
+) -> tuple[torch.Tensor, int]:
+    """The same problem solved by L-BFGS (strong Wolfe line search) over unnormalised proxies V.
+
+    Args:
+        features: (N, D) L2-normalised image features X.
+        init: (C, D) starting proxies (the text prototypes).
+        labels: (N, C) soft or hard pseudo-labels Y, rows summing to 1.
+        evaluations: the most loss-and-gradient evaluations (one costs two N × C × D products).
+    Returns:
+        (C, D) unit-norm proxies W and the number of evaluations used.
+    """
+    if evaluations <= 0:
+        return init.clone(), 0
+    free = init.clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS(
+        [free],
+        max_iter=evaluations,
+        max_eval=evaluations,
+        history_size=10,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+    used = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal used
+        used += 1
+        loss, free.grad = proxy_loss_and_grad(features, free.detach(), labels, tau)
+        return loss
+
+    optimiser.step(closure)
+    return F.normalize(free.detach(), dim=1), used
 
 
 @register_method
@@ -74,11 +146,14 @@ class InMaP(Method):
     tau_image: float = 0.04
     sinkhorn_iterations: int = 20  # 0 switches Sinkhorn balancing off (ablation)
     threshold: float = 0.6  # rows with max > threshold become one-hot; ≥ 1 switches it off (ablation)
-    lr: float = 10.0
-    steps: int = 2000
-    tolerance: float = 0.0
+    solver: str = "lbfgs"  # "gd" runs the official projected gradient descent
+    evaluations: int = 25  # lbfgs: loss-and-gradient evaluations
+    lr: float = 10.0  # gd only
+    steps: int = 2000  # gd only
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
+        if self.solver not in ("lbfgs", "gd"):
+            raise ClipAdaptError(f"inmap: solver must be 'lbfgs' or 'gd', not {self.solver!r}")
         x, text = target.normalised()
         scores = x @ text.T
         if self.sinkhorn_iterations > 0:
@@ -88,7 +163,10 @@ class InMaP(Method):
         confident, top = labels.max(dim=1)
         hard = confident > self.threshold
         labels[hard] = F.one_hot(top[hard], labels.shape[1]).to(labels.dtype)
-        proxies, steps = learn_vision_proxies(x, text, labels, self.tau_image, self.lr, self.steps, self.tolerance)
+        if self.solver == "gd":
+            proxies, steps = learn_vision_proxies(x, text, labels, self.tau_image, self.lr, self.steps)
+        else:
+            proxies, steps = learn_vision_proxies_lbfgs(x, text, labels, self.tau_image, self.evaluations)
         # Official inference: cosine to the proxies; the 100 scale only sharpens probabilities, not rankings.
         classifier = Classifier(proxies, target.class_names, 100.0, method=self.name, hparams=self.hparams())
         history = {"steps": [float(steps)], "hard_label_fraction": [float(hard.float().mean())]}
