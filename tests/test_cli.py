@@ -8,7 +8,7 @@ import pytest
 
 from clipadapt.cli import main
 from conftest import whurs19_files
-from helpers import make_feature_arrays, write_corrupt
+from helpers import make_feature_arrays, make_modality_gap, write_corrupt
 
 RESULT_KEYS = ["dataset", "model", "pretrained", "task", "method", "setting", "hparams", "metrics", "seed",
                "shots", "seconds"]  # fmt: skip
@@ -172,3 +172,26 @@ def test_build_pivot_has_one_column_per_method_and_a_mean_row(capsys, feature_fi
     assert code == 0 and (tmp_path / "t.md").read_text() == text
     header, _, row, mean = text.strip().splitlines()
     assert header.split("|")[3:5] == [" transclip ", " zeroshot "] and "s)" in row and mean.startswith("| mean top-1")
+
+
+def test_eval_with_shots_runs_three_seeds_and_the_pivot_shows_their_spread(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "gap.npz"
+    np.savez(path, **make_modality_gap(n=240))
+    out = tmp_path / "r" / "{method}_{shots}shot_seed{seed}.json"
+    code, _, _ = _run(capsys, "eval", "--features", str(path), "--method", "zeroshot", "tip-adapter",
+                      "--shots", "1", "2", "--output", str(out))  # fmt: skip
+    assert code == 0
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "r").glob("*.json"))]
+    assert len(records) == 2 * 2 * 3 and {r["seed"] for r in records} == {1, 2, 3}
+    assert {r["shots"] for r in records} == {1, 2}
+    code, text, _ = _run(capsys, "build", "--pivot", *(str(p) for p in sorted((tmp_path / "r").glob("*.json"))))
+    lines = text.strip().splitlines()
+    assert code == 0 and lines[0].split("|")[3] == " shots " and " ± " in lines[2]
+    assert sum(line.startswith("| mean top-1") for line in lines) == 2
+
+
+def test_a_few_shot_method_without_shots_says_so(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "gap.npz"
+    np.savez(path, **make_modality_gap(n=240))
+    code, _, err = _run(capsys, "eval", "--features", str(path), "--method", "cmm")
+    assert code == 2 and "--shots" in err

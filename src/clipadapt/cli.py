@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="run methods on feature files or image datasets and score them")
     ev.add_argument("--features", nargs="+", default=[], help="feature file(s) (.npz, see the README)")
     ev.add_argument("--method", nargs="+", default=["zeroshot"], help="method name(s) (clipadapt list methods)")
-    ev.add_argument("--seed", nargs="+", type=int, default=[0])
+    ev.add_argument("--shots", nargs="+", type=int, default=None, help="K-shot protocol: K labelled images per class")
+    ev.add_argument("--seed", nargs="+", type=int, default=None, help="default: 0, or 1 2 3 with --shots")
     ev.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     ev.add_argument("--output", default=None, help="result JSON path; may use {dataset} {model} {pretrained} {method}")
     ev.add_argument("--skip_existing", action="store_true", help="skip runs whose output file exists")
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--images", type=int, default=500, help="test images per domain")
     dm.add_argument("--pool", type=int, default=200, help="labelled pool per domain (few-shot methods only)")
     dm.add_argument("--views", type=int, default=16, help="random-crop views per image (clip-enhance's student)")
+    dm.add_argument("--shots", type=int, default=4, help="labelled images per class for few-shot methods")
+    dm.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--imbalance", type=float, default=1.0, help="long-tailed classes: largest/smallest class ratio")
     _add_common(dm)
@@ -140,27 +144,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ClipAdaptError("eval needs --features FILE or --dataset NAME|PATH")
     methods = [get_method(m) for m in args.method]  # unknown names fail before any work
     hparams = route_hparams(args.method, args.hparam)
+    seeds = args.seed or ([1, 2, 3] if args.shots else [0])
     records, planned_paths = [], set()
     for dataset, model, pretrained, load in _feature_sets(args):
         runs = []
-        for cls in methods:
-            for seed in args.seed:
-                plan = {"dataset": dataset, "model": model, "pretrained": pretrained, "method": cls.name,
-                        "setting": cls.setting, "seed": seed, "shots": None}  # fmt: skip
-                out = output_path(args.output, plan) if args.output else None
-                if out is not None:
-                    if out in planned_paths:
-                        raise ClipAdaptError(f"several runs would write {str(out)!r}; add placeholders to --output")
-                    planned_paths.add(out)
-                    if args.skip_existing and out.exists():
-                        log.info("skipping %s: %s exists", cls.name, out)
-                        continue
-                runs.append((cls.name, seed, out))
+        for cls, shots, seed in itertools.product(methods, args.shots or [None], seeds):
+            plan = {"dataset": dataset, "model": model, "pretrained": pretrained, "method": cls.name,
+                    "setting": cls.setting, "seed": seed, "shots": shots}  # fmt: skip
+            out = output_path(args.output, plan) if args.output else None
+            if out is not None:
+                if out in planned_paths:
+                    raise ClipAdaptError(f"several runs would write {str(out)!r}; add placeholders to --output")
+                planned_paths.add(out)
+                if args.skip_existing and out.exists():
+                    log.info("skipping %s: %s exists", cls.name, out)
+                    continue
+            runs.append((cls.name, shots, seed, out))
         if not runs:
             continue
         features = load()
-        for method, seed, out in runs:
-            record = run_method(features, method, seed=seed, hparams=hparams[method])
+        for method, shots, seed, out in runs:
+            record = run_method(features, method, seed=seed, hparams=hparams[method], shots=shots)
             if out is not None:
                 write_json(out, record)
             records.append(record)
@@ -209,6 +213,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.seed,
         imbalance=args.imbalance,
         views=args.views,
+        shots=args.shots,
+        hparams=args.hparam,
     )
     _print_summary(records)
     print(f"wrote {args.output_dir}/report.md, {len(records)} result JSONs and samples.png")

@@ -75,17 +75,20 @@ def run_demo(
     batch_size: int = 128,
     imbalance: float = 1.0,
     views: int = 16,
+    shots: int = 4,
+    hparams: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     from clipadapt.backbones import load_backbone
     from clipadapt.data import open_source
     from clipadapt.features import FeatureStore, extract
-    from clipadapt.methods import list_methods
+    from clipadapt.methods import get_method, list_methods, route_hparams
 
     domains = list(domains or TARGET_DOMAINS)
     unknown = [d for d in domains if d not in TARGET_DOMAINS and d != "source"]
     if unknown:
         raise ClipAdaptError(f"unknown domain {unknown[0]!r}; known: source, {', '.join(TARGET_DOMAINS)}")
     names = methods or [cls.name for cls in list_methods()]
+    routed = route_hparams(names, hparams or [])
     out = Path(output_dir)
     backbone = load_backbone("toyclip", device="cpu")
     store = FeatureStore(out / "cache")
@@ -97,7 +100,8 @@ def run_demo(
         features = extract(backbone, source, list(WORLD_TEMPLATES), store, batch_size=batch_size, views=views)
         for name in names:
             try:
-                record = run_method(features, name, seed=seed)
+                few_shot = get_method(name).setting == "few-shot"  # K shots from the labelled pool
+                record = run_method(features, name, seed=seed, hparams=routed[name], shots=shots if few_shot else None)
             except MethodUnavailable as exc:
                 log.info("skipping %s on %s: %s", name, domain, exc)
                 continue
@@ -109,7 +113,8 @@ def run_demo(
 
 ToyCLIP (clipadapt's own small CLIP, trained on the source domain only) on {len(domains)} shifted target
 domain(s): {", ".join(domains)}. Each domain has {n_test} test images (scored) and a labelled pool of {n_pool}
-images (used only by few-shot methods). Class imbalance (largest/smallest class): {imbalance:g}. Seed {seed}.
+images (used only by few-shot methods: {shots} shots per class, and min({shots}, 4) per class to validate).
+Class imbalance (largest/smallest class): {imbalance:g}. Seed {seed}.
 Sample test images, one row per domain: `samples.png`. Result JSONs: `results/`.
 
 {table}"""

@@ -10,6 +10,10 @@ class ClipAdaptError(Exception):
     """An error caused by the user's input or environment, shown as a single line by the CLI."""
 
 
+class MethodUnavailable(ClipAdaptError):
+    """The method cannot run on what it was given (its setting or needs are not met)."""
+
+
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ClipAdaptError:
     """Build the error for an unknown ``kind`` name, suggesting the closest known names."""
     choices = sorted(choices)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -69,26 +70,45 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def render_pivot(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (dataset, pretrained, model), one column per method, cells "top-1 % (seconds)",
-    and a last row with each method's mean top-1 over the rows that have it."""
+    """Markdown: one row per (dataset, pretrained, model, shots), one column per method.
+
+    A cell is "top-1 % (seconds)", or "mean ± std (mean seconds)" over the seeds when there are several; a
+    last row per shots value gives each method's mean top-1 over the rows that have it.
+    """
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    cells: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
     for r in rows:
-        cells.setdefault((r["dataset"], r["pretrained"], r["model"]), {})[r["method"]] = r
-    lines = ["| dataset | features | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 2)]
-    for (dataset, pretrained, model), by_method in cells.items():
-        shown = [
-            f"{100 * m['acc1']:.2f} ({m['seconds']:.2f} s)"
-            if (m := by_method.get(name)) and m["acc1"] is not None
-            else ""
-            for name in methods
-        ]
-        lines.append(f"| {dataset} | {pretrained} {model} | " + " | ".join(shown) + " |")
-    means = []
-    for name in methods:
-        accs = [r["acc1"] for r in rows if r["method"] == name and r["acc1"] is not None]
-        means.append(f"**{100 * sum(accs) / len(accs):.2f}**" if accs else "")
-    lines.append("| mean top-1 | | " + " | ".join(means) + " |")
+        if r["acc1"] is not None:
+            key = (r.get("shots"), r["dataset"], r["pretrained"], r["model"])
+            groups.setdefault(key, {}).setdefault(r["method"], []).append(r)
+    few_shot = any(key[0] is not None for key in groups)
+    lines = [
+        "| dataset | features |" + (" shots |" if few_shot else "") + " " + " | ".join(methods) + " |",
+        "|" + "---|" * (len(methods) + 2 + few_shot),
+    ]
+    shots_values = list(dict.fromkeys(key[0] for key in groups))
+    for shots in shots_values:
+        means: dict[str, list[float]] = {m: [] for m in methods}
+        for (k, dataset, pretrained, model), by_method in groups.items():
+            if k != shots:
+                continue
+            shown = []
+            for name in methods:
+                runs = by_method.get(name, [])
+                accs = [100 * r["acc1"] for r in runs]
+                if not accs:
+                    shown.append("")
+                    continue
+                mean = sum(accs) / len(accs)
+                means[name].append(mean)
+                seconds = sum(r["seconds"] for r in runs) / len(runs)
+                spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+                shown.append(f"{mean:.2f}{spread} ({seconds:.2f} s)")
+            shot_cell = f" {shots} |" if few_shot else ""
+            lines.append(f"| {dataset} | {pretrained} {model} |{shot_cell} " + " | ".join(shown) + " |")
+        cells = [f"**{sum(v) / len(v):.2f}**" if v else "" for v in means.values()]
+        shot_cell = f" {shots} |" if few_shot else ""
+        lines.append(f"| mean top-1 | |{shot_cell} " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,15 @@
 """Adaptation methods, registered by name. Importing this package registers every built-in method."""
 
-from clipadapt.methods import clip_enhance, inmap, reclip_lp, transclip, zeroshot  # noqa: F401  (registers)
+from clipadapt.methods import (  # noqa: F401  (registers)
+    clip_enhance,
+    cmm,
+    inmap,
+    linear_probe,
+    reclip_lp,
+    tip_adapter,
+    transclip,
+    zeroshot,
+)
 from clipadapt.methods.base import Classifier, Fit, Method, Setting
 from clipadapt.methods.registry import build_method, get_method, list_methods, register_method, route_hparams
 

@@ -2,7 +2,8 @@
 
 A :class:`Method` is a dataclass whose fields are its hyperparameters. ``fit`` receives the *target*
 features — always without labels: the runner strips them, so a label-free method cannot read them — and,
-for few-shot methods, a labelled *support* set. It returns a :class:`Fit`: a reusable :class:`Classifier`
+for few-shot methods, a labelled *support* set (the K shots) and a labelled *validation* set, the only data
+their hyperparameter searches may score on. It returns a :class:`Fit`: a reusable :class:`Classifier`
 and, for transductive methods, the logits of the target images themselves.
 """
 
@@ -64,8 +65,8 @@ class Method(ABC):
     summary: ClassVar[str] = ""
 
     @abstractmethod
-    def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
-        """Adapt on ``target`` (unlabelled) and, for few-shot methods, ``support`` (labelled)."""
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
+        """Adapt on ``target`` (unlabelled) and, for few-shot methods, ``support`` and ``validation`` (labelled)."""
 
     def hparams(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

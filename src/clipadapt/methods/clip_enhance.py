@@ -88,7 +88,7 @@ class CLIPEnhance(Method):
     lr: float = 0.5
     vmf: bool = True  # False: the paper's "w/o vMF" ablation
 
-    def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         x, text = target.normalised()
         teacher = text * (self.kappa0 if self.vmf else 1.0)
         views = target.view_features

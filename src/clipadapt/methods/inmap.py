@@ -151,7 +151,7 @@ class InMaP(Method):
     lr: float = 10.0  # gd only
     steps: int = 2000  # gd only
 
-    def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         if self.solver not in ("lbfgs", "gd"):
             raise ClipAdaptError(f"inmap: solver must be 'lbfgs' or 'gd', not {self.solver!r}")
         x, text = target.normalised()

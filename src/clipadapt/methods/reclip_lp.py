@@ -53,7 +53,7 @@ class ReCLIPLabelPropagation(Method):
     projection: str = "P2"  # P0 / P1 / P2 (the paper's Table 3 ablation)
     max_propagation_classes: int = 500
 
-    def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         x, text = target.normalised()
         basis = text_basis(text, self.projection)
         x_proj = F.normalize(x @ basis, dim=1)  # (N, r) coordinates of x̂ P2, re-normalised

@@ -129,7 +129,7 @@ class TransCLIPZeroShot(Method):
     exact_knn_max: int = 20000  # above this many images, kNN candidates come from a 256-d principal subspace
 
     @torch.no_grad()
-    def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         x, text = target.normalised()
         n, dim = x.shape
         log_zeroshot = torch.log_softmax(100.0 * x @ text.T, dim=1)  # (N, C)

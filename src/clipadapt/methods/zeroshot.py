@@ -22,6 +22,6 @@ class ZeroShot(Method):
 
     logit_scale: float = 100.0
 
-    def fit(self, target: FeatureSet, support: FeatureSet | None = None) -> Fit:
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         weights = F.normalize(target.text_features.float(), dim=-1)
         return Fit(Classifier(weights, target.class_names, self.logit_scale, method=self.name, hparams=self.hparams()))

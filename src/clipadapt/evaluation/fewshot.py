@@ -1,0 +1,77 @@
+"""The few-shot protocol (CoOp / Tip-Adapter): K labelled images per class, a validation split, the test rows.
+
+With a ``split`` in the features, the K shots and the validation images come from the ``train`` rows and
+the ``test`` rows are scored. Without one (e.g. the WHU-RS19 files), K shots and the validation images are
+drawn from all rows and every other row is scored (GUIDE §3). Validation has min(K, 4) images per class, as
+in CoOp; every hyperparameter search of a few-shot method uses it, never the test rows.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from clipadapt.errors import ClipAdaptError, MethodUnavailable
+from clipadapt.features.featureset import FeatureSet
+
+TRAIN_SPLIT, TEST_SPLIT = "train", "test"
+
+
+class FewShotSplit(NamedTuple):
+    train: torch.Tensor  # (C·K,) row indices of the labelled shots
+    validation: torch.Tensor  # (C·min(K, 4),) row indices used for model selection
+    test: torch.Tensor  # row indices scored
+
+
+def validation_shots(shots: int) -> int:
+    return min(shots, 4)
+
+
+def sample_few_shot(labels: torch.Tensor, shots: int, seed: int, split: np.ndarray | None = None) -> FewShotSplit:
+    """Draw ``shots`` train and min(shots, 4) validation rows per class, reproducibly from ``seed``.
+
+    Args:
+        labels: (N,) class index of every row.
+        split: optional (N,) "train"/"test" strings; then shots come from train rows and test rows are scored.
+    Returns:
+        disjoint train, validation and test indices (sorted within each).
+    """
+    if shots < 1:
+        raise ClipAdaptError(f"--shots must be at least 1, not {shots}")
+    if split is None:
+        pool, test_rows = torch.ones(len(labels), dtype=torch.bool), None
+    else:
+        pool = torch.from_numpy(np.asarray(split) == TRAIN_SPLIT)
+        test_rows = torch.from_numpy(np.asarray(split) == TEST_SPLIT)
+        if not test_rows.any():
+            raise ClipAdaptError(f"features have splits but no '{TEST_SPLIT}' rows to score")
+    generator = torch.Generator().manual_seed(seed)
+    wanted = shots + validation_shots(shots)
+    train, validation = [], []
+    for c in range(int(labels.max()) + 1 if len(labels) else 0):
+        rows = torch.nonzero(pool & (labels == c)).squeeze(1)
+        if len(rows) < wanted:
+            where = "train rows" if split is not None else "rows"
+            raise MethodUnavailable(
+                f"class {c} has {len(rows)} labelled {where}; {shots}-shot needs {wanted} "
+                f"({shots} to train, {validation_shots(shots)} to validate)"
+            )
+        drawn = rows[torch.randperm(len(rows), generator=generator)[:wanted]]
+        train.append(drawn[:shots])
+        validation.append(drawn[shots:])
+    train_idx, val_idx = torch.cat(train).sort().values, torch.cat(validation).sort().values
+    if test_rows is None:
+        test_rows = torch.ones(len(labels), dtype=torch.bool)
+        test_rows[train_idx] = False
+        test_rows[val_idx] = False
+    return FewShotSplit(train_idx, val_idx, torch.nonzero(test_rows).squeeze(1))
+
+
+def few_shot_sets(features: FeatureSet, shots: int, seed: int) -> tuple[FeatureSet, FeatureSet, FeatureSet]:
+    """(support, validation, test) FeatureSets of :func:`sample_few_shot`; support and validation keep labels."""
+    if features.labels is None:
+        raise ClipAdaptError("few-shot runs need labelled features (the shots), and these have no labels")
+    rows = sample_few_shot(features.labels, shots, seed, features.split)
+    return features.subset(rows.train), features.subset(rows.validation), features.subset(rows.test)

@@ -1,0 +1,178 @@
+"""Tip-Adapter and Tip-Adapter-F (Zhang et al., ECCV 2022): a key-value cache of the few-shot features.
+
+Keys are the L2-normalised support features (the mean over each image and its stored augmented views,
+as the official code averages its augmented epochs), values their one-hot labels. For a test feature x̂:
+
+    logits = 100 · x̂ t̂ᵀ + α · exp(−β (1 − x̂ Kᵀ)) L
+
+Tip-Adapter is training-free; Tip-Adapter-F makes the keys learnable (AdamW, lr 1e-3, eps 1e-4, cosine
+schedule, 20 epochs, batch 256, at α = β = 1) on the support images and their views. Both then choose
+(α, β) on the validation split from the official grid: β over 200 values in [0.1, 7], α over 20 in
+[0.1, 3].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from clipadapt.features.featureset import FeatureSet
+from clipadapt.methods.base import Classifier, Fit, Method
+from clipadapt.methods.registry import register_method
+from clipadapt.methods.supervised import (
+    accuracy,
+    augmentation,
+    linspace_grid,
+    require_labelled,
+    training_samples,
+)
+
+
+def cache_logits(affinity: torch.Tensor, labels: torch.Tensor, num_classes: int, beta: float) -> torch.Tensor:
+    """exp(−β (1 − A)) L without forming the one-hot L.
+
+    Args:
+        affinity: (N, M) cosine of each feature to each key; labels: (M,) the keys' classes.
+    Returns:
+        (N, C).
+    """
+    weights = torch.exp(-beta * (1 - affinity))
+    return torch.zeros(affinity.shape[0], num_classes, dtype=weights.dtype).index_add_(1, labels, weights)
+
+
+@dataclass
+class CacheClassifier(Classifier):
+    """Zero-shot logits plus Tip-Adapter's cache term (keys (M, D), key labels (M,), α, β)."""
+
+    keys: torch.Tensor | None = None
+    key_labels: torch.Tensor | None = None
+    alpha: float = 1.0
+    beta: float = 1.0
+
+    @torch.no_grad()
+    def logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(image_features.float(), dim=-1)
+        assert self.keys is not None and self.key_labels is not None
+        cache = cache_logits(x @ self.keys.T, self.key_labels, self.weights.shape[0], self.beta)
+        return self.logit_scale * x @ self.weights.T + self.alpha * cache
+
+
+@torch.no_grad()
+def search_alpha_beta(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    text: torch.Tensor,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    betas: list[float],
+    alphas: list[float],
+) -> tuple[float, float, float]:
+    """The (α, β) of the best accuracy of 100 x̂ t̂ᵀ + α · cache_β on (x, labels) — validation data only.
+
+    Returns:
+        α, β and the accuracy (the first best in β-major, α-minor order).
+    """
+    zeroshot = 100.0 * x @ text.T
+    affinity = x @ keys.T
+    best = (alphas[0], betas[0], -1.0)
+    for beta in betas:
+        cache = cache_logits(affinity, key_labels, text.shape[0], beta)
+        for alpha in alphas:
+            acc = accuracy(zeroshot + alpha * cache, labels)
+            if acc > best[2]:
+                best = (alpha, beta, acc)
+    return best
+
+
+def cache_keys(support: FeatureSet, augment: bool) -> torch.Tensor:
+    """(N, D) normalised mean of each support image's feature and its stored views' features."""
+    x = F.normalize(support.image_features.float(), dim=1)
+    if augment and support.view_features is not None:
+        views = F.normalize(support.view_features.float(), dim=-1)
+        x = torch.cat([x[:, None, :], views], dim=1).mean(1)
+    return F.normalize(x, dim=1)
+
+
+@register_method
+@dataclass
+class TipAdapter(Method):
+    name = "tip-adapter"
+    setting = "few-shot"
+    label_free = False
+    summary = "Tip-Adapter: training-free cache of the few-shot features, (α, β) chosen on validation"
+
+    beta_steps: int = 200  # β grid over [0.1, beta_max]
+    beta_max: float = 7.0
+    alpha_steps: int = 20  # α grid over [0.1, alpha_max]
+    alpha_max: float = 3.0
+    augment: bool = True
+
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
+        require_labelled(self.name, support, validation)
+        assert support is not None and support.labels is not None
+        keys = self.train_keys(support)
+        return self.finish(target, support, validation, keys)
+
+    def train_keys(self, support: FeatureSet) -> torch.Tensor:
+        return cache_keys(support, self.augment)
+
+    def finish(self, target: FeatureSet, support: FeatureSet, validation: FeatureSet | None, keys: torch.Tensor) -> Fit:
+        assert validation is not None and validation.labels is not None and support.labels is not None
+        text = F.normalize(support.text_features.float(), dim=1)
+        alpha, beta, val_acc = search_alpha_beta(
+            F.normalize(validation.image_features.float(), dim=1),
+            validation.labels,
+            text,
+            keys,
+            support.labels,
+            linspace_grid(0.1, self.beta_max, self.beta_steps),
+            linspace_grid(0.1, self.alpha_max, self.alpha_steps),
+        )
+        hparams = {
+            **self.hparams(),
+            "alpha": alpha,
+            "beta": beta,
+            "validation_acc1": val_acc,
+            "augmentation": augmentation(support, self.augment),
+        }
+        classifier = CacheClassifier(
+            text, target.class_names, 100.0, method=self.name, hparams=hparams,
+            keys=keys, key_labels=support.labels, alpha=alpha, beta=beta,
+        )  # fmt: skip
+        return Fit(classifier)
+
+
+@register_method
+@dataclass
+class TipAdapterF(TipAdapter):
+    name = "tip-adapter-f"
+    summary = "Tip-Adapter-F: the cache keys fine-tuned (AdamW, cosine), then (α, β) chosen on validation"
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    train_alpha: float = 1.0
+    train_beta: float = 1.0
+
+    def train_keys(self, support: FeatureSet) -> torch.Tensor:
+        assert support.labels is not None
+        keys = cache_keys(support, self.augment).requires_grad_(True)
+        x, y = training_samples(support, self.augment)
+        text = F.normalize(support.text_features.float(), dim=1)
+        zeroshot = 100.0 * x @ text.T
+        batches = math.ceil(len(x) / self.batch_size)
+        optimiser = torch.optim.AdamW([keys], lr=self.lr, eps=1e-4)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, self.epochs * batches)
+        with torch.enable_grad():
+            for _ in range(self.epochs):
+                for batch in torch.randperm(len(x)).split(self.batch_size):  # the runner's --seed seeds it
+                    cache = cache_logits(x[batch] @ keys.T, support.labels, text.shape[0], self.train_beta)
+                    loss = F.cross_entropy(zeroshot[batch] + self.train_alpha * cache, y[batch])
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+        return keys.detach()
