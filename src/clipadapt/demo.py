@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clipadapt.errors import ClipAdaptError
+from clipadapt.errors import ClipAdaptError, MethodUnavailable
 from clipadapt.evaluation import output_path, render_markdown, run_method
 from clipadapt.evaluation.results import table_row
-from clipadapt.evaluation.runner import MethodUnavailable
 from clipadapt.io import atomic_open, write_json
 from clipadapt.world import SHAPES, TARGET_DOMAINS, WORLD_TEMPLATES, make_domain
 

@@ -25,6 +25,16 @@ class FewShotSplit(NamedTuple):
     test: torch.Tensor  # row indices scored
 
 
+def test_rows(split: np.ndarray, dataset: str = "") -> np.ndarray:
+    """(N,) bool: the rows to score, those of the ``test`` split; an error when there are none."""
+    mask = np.asarray(split) == TEST_SPLIT
+    if not mask.any():
+        found = ", ".join(sorted(set(np.asarray(split).tolist())))
+        of = f" of {dataset!r}" if dataset else ""
+        raise ClipAdaptError(f"features{of} have splits ({found}) but no '{TEST_SPLIT}' rows")
+    return mask
+
+
 def validation_shots(shots: int) -> int:
     return min(shots, 4)
 
@@ -41,12 +51,10 @@ def sample_few_shot(labels: torch.Tensor, shots: int, seed: int, split: np.ndarr
     if shots < 1:
         raise ClipAdaptError(f"--shots must be at least 1, not {shots}")
     if split is None:
-        pool, test_rows = torch.ones(len(labels), dtype=torch.bool), None
+        pool, scored = torch.ones(len(labels), dtype=torch.bool), None
     else:
         pool = torch.from_numpy(np.asarray(split) == TRAIN_SPLIT)
-        test_rows = torch.from_numpy(np.asarray(split) == TEST_SPLIT)
-        if not test_rows.any():
-            raise ClipAdaptError(f"features have splits but no '{TEST_SPLIT}' rows to score")
+        scored = torch.from_numpy(test_rows(split))
     generator = torch.Generator().manual_seed(seed)
     wanted = shots + validation_shots(shots)
     train, validation = [], []
@@ -62,11 +70,11 @@ def sample_few_shot(labels: torch.Tensor, shots: int, seed: int, split: np.ndarr
         train.append(drawn[:shots])
         validation.append(drawn[shots:])
     train_idx, val_idx = torch.cat(train).sort().values, torch.cat(validation).sort().values
-    if test_rows is None:
-        test_rows = torch.ones(len(labels), dtype=torch.bool)
-        test_rows[train_idx] = False
-        test_rows[val_idx] = False
-    return FewShotSplit(train_idx, val_idx, torch.nonzero(test_rows).squeeze(1))
+    if scored is None:
+        scored = torch.ones(len(labels), dtype=torch.bool)
+        scored[train_idx] = False
+        scored[val_idx] = False
+    return FewShotSplit(train_idx, val_idx, torch.nonzero(scored).squeeze(1))
 
 
 def few_shot_sets(features: FeatureSet, shots: int, seed: int) -> tuple[FeatureSet, FeatureSet, FeatureSet]:

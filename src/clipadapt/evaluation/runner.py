@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
-from clipadapt.errors import ClipAdaptError, MethodUnavailable
-from clipadapt.evaluation.fewshot import TEST_SPLIT, few_shot_sets
+from clipadapt.errors import MethodUnavailable
+from clipadapt.evaluation.fewshot import few_shot_sets, test_rows
 from clipadapt.evaluation.metrics import classification_metrics
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.methods import Classifier, Method, build_method
@@ -18,13 +17,7 @@ from clipadapt.runtime import seed_everything
 
 def test_subset(features: FeatureSet) -> FeatureSet:
     """The rows to score: the ``test`` split when the features have splits, else all of them."""
-    if features.split is None:
-        return features
-    mask = features.split_mask(TEST_SPLIT)
-    if not mask.any():
-        found = ", ".join(sorted(set(np.asarray(features.split).tolist())))
-        raise ClipAdaptError(f"features of {features.dataset!r} have splits ({found}) but no '{TEST_SPLIT}' rows")
-    return features.subset(mask)
+    return features if features.split is None else features.subset(test_rows(features.split, features.dataset))
 
 
 class Prediction(NamedTuple):

@@ -77,6 +77,13 @@ def knn_graph(points: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
     ).coalesce()
 
 
+def to_csr(graph: torch.Tensor) -> torch.Tensor:
+    """The sparse matrix in CSR layout (fast sparse × dense products), without torch's "beta" warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return graph.to_sparse_csr()
+
+
 @torch.no_grad()
 def conjugate_gradient(
     matvec: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -123,7 +130,5 @@ def propagate_labels(
     Returns:
         (M, C) propagated scores Z.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-        csr = graph.to_sparse_csr()
+    csr = to_csr(graph)
     return conjugate_gradient(lambda p, out: torch.addmm(p, csr, p, alpha=-alpha, out=out), seeds, iterations)

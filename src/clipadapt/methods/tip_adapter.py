@@ -89,7 +89,7 @@ def search_alpha_beta(
 
 def cache_keys(support: FeatureSet, augment: bool) -> torch.Tensor:
     """(N, D) normalised mean of each support image's feature and its stored views' features."""
-    x = F.normalize(support.image_features.float(), dim=1)
+    x, _ = support.normalised()
     if augment and support.view_features is not None:
         views = F.normalize(support.view_features.float(), dim=-1)
         x = torch.cat([x[:, None, :], views], dim=1).mean(1)
@@ -121,9 +121,9 @@ class TipAdapter(Method):
 
     def finish(self, target: FeatureSet, support: FeatureSet, validation: FeatureSet | None, keys: torch.Tensor) -> Fit:
         assert validation is not None and validation.labels is not None and support.labels is not None
-        text = F.normalize(support.text_features.float(), dim=1)
+        _, text = support.normalised()
         alpha, beta, val_acc = search_alpha_beta(
-            F.normalize(validation.image_features.float(), dim=1),
+            validation.normalised()[0],
             validation.labels,
             text,
             keys,
@@ -161,7 +161,7 @@ class TipAdapterF(TipAdapter):
         assert support.labels is not None
         keys = cache_keys(support, self.augment).requires_grad_(True)
         x, y = training_samples(support, self.augment)
-        text = F.normalize(support.text_features.float(), dim=1)
+        _, text = support.normalised()
         zeroshot = 100.0 * x @ text.T
         batches = math.ceil(len(x) / self.batch_size)
         optimiser = torch.optim.AdamW([keys], lr=self.lr, eps=1e-4)

@@ -32,14 +32,13 @@ terms are expanded so that no (N, C, d) tensor is formed.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from clipadapt.features.featureset import FeatureSet
-from clipadapt.kernels import knn
+from clipadapt.kernels import knn, to_csr
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
 
@@ -107,10 +106,7 @@ def affinity_graph(x: torch.Tensor, k: int, exact_max: int, sketch_dim: int = 25
     sims, idx = knn(x, k, sketch_dim=None if n <= exact_max else sketch_dim)
     rows = torch.arange(n).repeat_interleave(idx.shape[1])
     indices = torch.stack([rows, idx.reshape(-1)])
-    coo = torch.sparse_coo_tensor(indices, sims.reshape(-1), (n, n), check_invariants=False).coalesce()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-        return coo.to_sparse_csr()
+    return to_csr(torch.sparse_coo_tensor(indices, sims.reshape(-1), (n, n), check_invariants=False).coalesce())
 
 
 @register_method
