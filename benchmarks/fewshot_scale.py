@@ -26,13 +26,14 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--noise", type=float, default=4.0, help="image noise (higher: harder problem)")
     parser.add_argument("--method", nargs="+", default=None, help="default: every few-shot method")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     methods = args.method or [m.name for m in list_methods() if m.setting == "few-shot"]
     routed = route_hparams(methods, args.hparam)
     per_class = args.shots + min(args.shots, 4) + 10
-    features = generate(per_class * args.classes, args.dim, args.classes, balanced=True)
+    features = generate(per_class * args.classes, args.dim, args.classes, balanced=True, noise=args.noise)
     print(f"{args.classes} classes × {args.shots} shots, dimension {args.dim}, seconds of fitting and predicting")
     print(f"{'method':26s} {'seconds':>8s} {'top-1':>6s}")
     for method in ["zeroshot", *methods]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 
-def generate(n: int, dim: int, classes: int, seed: int = 0, views: int = 0, balanced: bool = False):
+def generate(n: int, dim: int, classes: int, seed: int = 0, views: int = 0, balanced: bool = False, noise: float = 2.5):
     import torch
     import torch.nn.functional as F
 
@@ -29,7 +29,7 @@ def generate(n: int, dim: int, classes: int, seed: int = 0, views: int = 0, bala
     centres = F.normalize(torch.randn(classes, dim, generator=g), dim=1)
     text = F.normalize(centres + 1.2 * F.normalize(torch.randn(classes, dim, generator=g), dim=1), dim=1)
     labels = torch.arange(n) % classes if balanced else torch.randint(0, classes, (n,), generator=g)
-    images = F.normalize(centres[labels] + 2.5 * torch.randn(n, dim, generator=g) / dim**0.5, dim=1)
+    images = F.normalize(centres[labels] + noise * torch.randn(n, dim, generator=g) / dim**0.5, dim=1)
     features = FeatureSet(images, text, labels)
     if views:  # crops stand-in: each view is its image plus its own noise, stored as float16 like real views
         features.view_features = torch.empty(n, views, dim, dtype=torch.float16)

@@ -58,8 +58,21 @@ def hardest_negative_triplet(distances: torch.Tensor, labels: torch.Tensor, marg
 
 def cmm_logits(x: torch.Tensor, mapping: torch.Tensor | None, texts: torch.Tensor) -> torch.Tensor:
     """100 · cos(W x̂ + x̂, T): (B, D) normalised features, (D, D) W or None, (C, D) T → (B, C)."""
-    mapped = x if mapping is None else x + x @ mapping.T
-    return 100.0 * F.normalize(mapped, dim=-1) @ F.normalize(texts, dim=-1).T
+    return 100.0 * cosines(map_features(x, mapping), texts)
+
+
+def map_features(x: torch.Tensor, mapping: torch.Tensor | None) -> torch.Tensor:
+    """v'' = (W x̂ + x̂)/‖W x̂ + x̂‖ for (B, D) normalised x̂ and (D, D) W (x̂ itself when W is None)."""
+    return x if mapping is None else F.normalize(x + x @ mapping.T, dim=-1)
+
+
+def cosines(x: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    """(B, D) unit rows against (C, D) texts → (B, C) cosines.
+
+    The (B, C) product is divided by the text norms instead of normalising T: with C = 1000 the (C, D)
+    normalisation and its backward pass cost more than the product itself.
+    """
+    return (x @ texts.T) / texts.norm(dim=-1)
 
 
 @dataclass
@@ -158,12 +171,14 @@ class CMM(Method):
             for step in range(self.iterations):
                 batch = order[step * self.batch_size : (step + 1) * self.batch_size]
                 xb, yb = x[batch], y[batch]
-                logits = cmm_logits(xb, mapping, texts)
+                # one product for the mapped features (logits) and the raw ones (triplet distances)
+                both = cosines(torch.cat([map_features(xb, mapping), xb]), texts)
+                logits = 100.0 * both[: len(xb)]
                 if self.clip_logits:
                     logits = logits + zeroshot[batch]  # α = 1 while training
                 loss = F.cross_entropy(logits, yb)
                 if self.triplet:
-                    loss = loss + hardest_negative_triplet(1 - xb @ F.normalize(texts, dim=1).T, yb, self.margin)
+                    loss = loss + hardest_negative_triplet(1 - both[len(xb) :], yb, self.margin)
                 for group in optimiser.param_groups:
                     group["lr"] = rates[step]
                 optimiser.zero_grad()

@@ -31,16 +31,29 @@ from clipadapt.methods.supervised import (
 )
 
 
-def cache_logits(affinity: torch.Tensor, labels: torch.Tensor, num_classes: int, beta: float) -> torch.Tensor:
+def cache_logits(
+    affinity: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    beta: float,
+    scratch: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """exp(−β (1 − A)) L without forming the one-hot L.
 
     Args:
-        affinity: (N, M) cosine of each feature to each key; labels: (M,) the keys' classes.
+        affinity: (N, M) cosine of each feature to each key; labels: (M,) the keys' classes;
+        scratch: optional (N, M) and out: optional (N, C) buffers to write into (the α/β search reuses them:
+            a fresh (N, M) tensor per β costs more in page faults than the exponentials).
     Returns:
         (N, C).
     """
-    weights = torch.exp(-beta * (1 - affinity))
-    return torch.zeros(affinity.shape[0], num_classes, dtype=weights.dtype).index_add_(1, labels, weights)
+    if scratch is None:
+        weights = torch.exp(-beta * (1 - affinity))
+    else:
+        weights = torch.sub(affinity, 1, out=scratch).mul_(beta).exp_()
+    out = affinity.new_zeros(affinity.shape[0], num_classes) if out is None else out.zero_()
+    return out.index_add_(1, labels, weights)
 
 
 @dataclass
@@ -77,11 +90,12 @@ def search_alpha_beta(
     """
     zeroshot = 100.0 * x @ text.T
     affinity = x @ keys.T
+    scratch, cache, logits = torch.empty_like(affinity), torch.empty_like(zeroshot), torch.empty_like(zeroshot)
     best = (alphas[0], betas[0], -1.0)
     for beta in betas:
-        cache = cache_logits(affinity, key_labels, text.shape[0], beta)
+        cache_logits(affinity, key_labels, text.shape[0], beta, scratch, cache)
         for alpha in alphas:
-            acc = accuracy(zeroshot + alpha * cache, labels)
+            acc = accuracy(torch.add(zeroshot, cache, alpha=alpha, out=logits), labels)
             if acc > best[2]:
                 best = (alpha, beta, acc)
     return best
