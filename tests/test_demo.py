@@ -16,6 +16,7 @@ def test_demo_runs_the_image_pipeline_and_its_table_matches_the_jsons(tmp_path: 
     out = tmp_path / "demo"
     argv = ["demo", "--output_dir", str(out), "--domains", "night", "sketch", "--images", "40", "--pool", "60"]
     argv += ["--shots", "1", "--hparam", "iterations=300"]  # CMM's 16 000 iterations are for real runs
+    argv += ["--hparam", "epochs=1"]  # clip-enhance, reclip and fair: one epoch shows the pipeline works
     assert main([*argv, "--quiet"]) == 0
     printed = capsys.readouterr().out
     results = sorted((out / "results").glob("*.json"))
@@ -45,7 +46,7 @@ def test_demo_rejects_unknown_domains(tmp_path: Path, capsys) -> None:
 
 def test_demo_long_tailed_domain(tmp_path: Path, capsys) -> None:
     argv = ["demo", "--output_dir", str(tmp_path), "--domains", "painting", "--images", "90", "--pool", "10"]
-    assert main([*argv, "--imbalance", "8", "--quiet"]) == 0
+    assert main([*argv, "--imbalance", "8", "--method", "zeroshot", "inmap", "--quiet"]) == 0
     lines = (tmp_path / "domains" / "painting-longtail8.csv").read_text().splitlines()[1:]
     counts = [sum(line.split(",")[1] == shape for line in lines) for shape in ("circle", "arrow")]
     assert counts[0] > 4 * counts[1] > 0, "the first class is much larger than the last"
@@ -54,6 +55,7 @@ def test_demo_long_tailed_domain(tmp_path: Path, capsys) -> None:
 
 def test_demo_regenerates_a_domain_when_its_parameters_change(tmp_path: Path, capsys) -> None:
     argv = ["demo", "--output_dir", str(tmp_path), "--domains", "night", "--pool", "10", "--quiet"]
+    argv += ["--method", "zeroshot"]
     assert main([*argv, "--images", "30"]) == 0
     assert main([*argv, "--images", "20"]) == 0
     lines = (tmp_path / "domains" / "night.csv").read_text().splitlines()[1:]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TypeVar
 
 from tqdm.auto import tqdm
@@ -21,6 +21,6 @@ def is_quiet() -> bool:
     return _QUIET
 
 
-def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """Wrap ``iterable`` in a progress bar unless quiet mode is on."""
-    return iter(tqdm(iterable, desc=desc, total=total, unit=unit, disable=_QUIET, dynamic_ncols=True, leave=False))
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> tqdm:
+    """Wrap ``iterable`` in a progress bar unless quiet mode is on (``set_postfix`` shows running values)."""
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=_QUIET, dynamic_ncols=True, leave=False)

@@ -55,7 +55,39 @@ class Backbone(ABC):
     def weights_fingerprint(self) -> str:
         """A string that changes whenever the weights would (tag, file size and time, …)."""
 
+    def cls_module(self) -> nn.Module | None:
+        """The module whose output holds the vision [CLS] token before the projection (FAIR's crop weights):
+        a (B, T, W) token sequence whose first token is [CLS], or the (B, W) pooled [CLS] itself. None when
+        the vision tower has no [CLS] token (a ResNet)."""
+        return None
+
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        """Trade compute for memory while tuning; returns whether the model supports it."""
+        return False
+
     # -- shared behaviour ----------------------------------------------------------------------------
+    def image_forward_with_cls(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) → (B, D) image embeddings and (B, W) [CLS] tokens, in one forward pass."""
+        module = self.cls_module()
+        if module is None:
+            from clipadapt.errors import MethodUnavailable
+
+            raise MethodUnavailable(f"{self.name} has no vision [CLS] token (FAIR needs a transformer image tower)")
+        captured: list[torch.Tensor] = []
+        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out[:, 0] if out.dim() == 3 else out))
+        try:
+            embeddings = self.image_forward(pixels)
+        finally:
+            handle.remove()
+        return embeddings, captured[-1]
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square input the preprocessing produces."""
+        if not hasattr(self, "_image_size"):
+            self._image_size = int(self.preprocess(Image.new("RGB", (64, 48))).shape[-1])
+        return self._image_size
+
     def identity(self) -> dict[str, Any]:
         """What identifies this backbone's features: used in cache keys and artifacts."""
         return {

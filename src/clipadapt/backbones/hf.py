@@ -72,6 +72,18 @@ class HFClipBackbone(Backbone):
             return [self.model.vision_model, self.model.visual_projection]
         return [self.model.text_model, self.model.text_projection]
 
+    def cls_module(self) -> nn.Module | None:
+        return getattr(self.model.vision_model, "post_layernorm", None)  # applied to the pooled [CLS]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        if not getattr(self.model, "supports_gradient_checkpointing", False):
+            return False
+        if enable:
+            self.model.gradient_checkpointing_enable()
+        else:
+            self.model.gradient_checkpointing_disable()
+        return True
+
     def weights_fingerprint(self) -> str:
         if os.path.isdir(self.repo):
             return path_fingerprint(self.repo)

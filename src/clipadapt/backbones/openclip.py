@@ -115,6 +115,13 @@ class OpenClipBackbone(Backbone):
             return [self.model.text]
         return [self.model.transformer, self.model.ln_final]
 
+    def cls_module(self) -> nn.Module | None:
+        return getattr(self.model.visual, "ln_post", None)  # VisionTransformer; a ModifiedResNet has none
+
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        self.model.set_grad_checkpointing(enable)
+        return True
+
     def weights_fingerprint(self) -> str:
         if self.name.startswith("local-dir:"):
             return path_fingerprint(self.name.removeprefix("local-dir:"))

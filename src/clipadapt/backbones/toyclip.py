@@ -51,5 +51,8 @@ class ToyClipBackbone(Backbone):
     def tower(self, which: Tower) -> list[nn.Module]:
         return [self.model.visual if which == "vision" else self.model.text]
 
+    def cls_module(self) -> nn.Module:
+        return self.model.visual.ln_post
+
     def weights_fingerprint(self) -> str:
         return path_fingerprint(self.folder / "toyclip.safetensors")

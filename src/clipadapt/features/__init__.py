@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from clipadapt.backbones.base import Backbone
-from clipadapt.data.prompts import Prompts
+from clipadapt.data.prompts import Prompts, expand_prompts
 from clipadapt.data.sources import ImageSource
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet, load_feature_file, save_feature_file
+from clipadapt.features.images import EncoderInputs
 from clipadapt.features.store import ExtractedImages, FeatureStore
 from clipadapt.features.text import encode_prompts
 from clipadapt.features.views import extract_views
@@ -64,10 +65,14 @@ def extract(
         pretrained=backbone.pretrained,
         dataset=source.name,
         extra={"skipped": len(images.failures)},
+        encoder=EncoderInputs(
+            backbone, source, keep, expand_prompts(source.classnames, prompts), batch_size, num_workers or 0
+        ),
     )
 
 
 __all__ = [
+    "EncoderInputs",
     "ExtractedImages",
     "FeatureSet",
     "FeatureStore",

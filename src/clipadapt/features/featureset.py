@@ -12,6 +12,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ import torch.nn.functional as F
 
 from clipadapt.errors import ClipAdaptError
 from clipadapt.io import atomic_path
+
+if TYPE_CHECKING:
+    from clipadapt.features.images import EncoderInputs
 
 
 @dataclass
@@ -36,6 +40,7 @@ class FeatureSet:
     dataset: str = ""
     view_features: torch.Tensor | None = None  # (N, V, D) features of V augmented views of each image
     extra: dict[str, object] = field(default_factory=dict)
+    encoder: EncoderInputs | None = None  # the images and backbone behind the rows (not in feature files)
 
     def __len__(self) -> int:
         return int(self.image_features.shape[0])
@@ -74,6 +79,7 @@ class FeatureSet:
             labels=None if self.labels is None else self.labels[idx],
             split=None if self.split is None else self.split[np_idx],
             paths=None if self.paths is None else [self.paths[i] for i in np_idx],
+            encoder=None if self.encoder is None else self.encoder.subset(np_idx),
         )
 
     def split_mask(self, name: str) -> np.ndarray:

@@ -3,8 +3,10 @@
 from clipadapt.methods import (  # noqa: F401  (registers)
     clip_enhance,
     cmm,
+    fair,
     inmap,
     linear_probe,
+    reclip,
     reclip_lp,
     tip_adapter,
     transclip,

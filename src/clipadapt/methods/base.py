@@ -62,6 +62,7 @@ class Method(ABC):
     name: ClassVar[str] = ""
     setting: ClassVar[Setting] = "zero-shot"
     label_free: ClassVar[bool] = True
+    needs_encoder: ClassVar[bool] = False  # tunes the encoders: needs images and the backbone, not a feature file
     summary: ClassVar[str] = ""
 
     @abstractmethod

@@ -40,6 +40,43 @@ def text_basis(text: torch.Tensor, projection: str = "P2") -> torch.Tensor:
     raise ClipAdaptError(f"projection must be P0, P1 or P2, not {projection!r}")
 
 
+def propagation_scores(
+    x: torch.Tensor,
+    text: torch.Tensor,
+    k: int = 20,
+    alpha: float = 0.99,
+    cg_iterations: int = 20,
+    projection: str = "P2",
+    max_propagation_classes: int = 500,
+) -> torch.Tensor:
+    """ReCLIP's pseudo-label scores: label propagation from the class texts to the images in the P2 space.
+
+    Args:
+        x: (N, D) unit image features; text: (C, D) unit class prototypes.
+    Returns:
+        (N, C) propagated scores (cosines in the projected space above ``max_propagation_classes``).
+    """
+    basis = text_basis(text, projection)
+    x_proj = F.normalize(x @ basis, dim=1)  # (N, r) coordinates of x̂ P2, re-normalised
+    t_proj = F.normalize(text @ basis, dim=1)  # (C, r)
+    n_classes = text.shape[0]
+    if n_classes > max_propagation_classes:
+        return x_proj @ t_proj.T
+    graph = knn_graph(torch.cat([t_proj, x_proj]), k)
+    seeds = torch.zeros(n_classes + len(x), n_classes)
+    seeds[torch.arange(n_classes), torch.arange(n_classes)] = 1
+    return propagate_labels(graph, seeds, alpha, cg_iterations)[n_classes:]
+
+
+def class_centres(x: torch.Tensor, labels: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """(C, D) normalised mean of the (N, D) features x of each class of ``labels`` (N,); a class with no
+    member keeps its row of ``fallback`` (C, D), e.g. its text prototype."""
+    centres = torch.zeros_like(fallback).index_add_(0, labels, x)
+    empty = centres.norm(dim=1) == 0
+    centres[empty] = fallback[empty]
+    return F.normalize(centres, dim=1)
+
+
 @register_method
 @dataclass
 class ReCLIPLabelPropagation(Method):
@@ -55,24 +92,11 @@ class ReCLIPLabelPropagation(Method):
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         x, text = target.normalised()
-        basis = text_basis(text, self.projection)
-        x_proj = F.normalize(x @ basis, dim=1)  # (N, r) coordinates of x̂ P2, re-normalised
-        t_proj = F.normalize(text @ basis, dim=1)  # (C, r)
-        n_classes = text.shape[0]
-        if n_classes > self.max_propagation_classes:
-            scores = x_proj @ t_proj.T
-        else:
-            graph = knn_graph(torch.cat([t_proj, x_proj]), self.k)
-            seeds = torch.zeros(n_classes + len(x), n_classes)
-            seeds[torch.arange(n_classes), torch.arange(n_classes)] = 1
-            scores = propagate_labels(graph, seeds, self.alpha, self.cg_iterations)[n_classes:]
-        pseudo = scores.argmax(dim=1)
-        centroids = torch.zeros_like(text).index_add_(0, pseudo, x)
-        empty = centroids.norm(dim=1) == 0
-        centroids[empty] = text[empty]  # a class no image was given keeps its text prototype
-        classifier = Classifier(
-            F.normalize(centroids, dim=1), target.class_names, 100.0, method=self.name, hparams=self.hparams()
+        scores = propagation_scores(
+            x, text, self.k, self.alpha, self.cg_iterations, self.projection, self.max_propagation_classes
         )
+        centroids = class_centres(x, scores.argmax(dim=1), text)
+        classifier = Classifier(centroids, target.class_names, 100.0, method=self.name, hparams=self.hparams())
         confidence = scores.clamp_min(0) / scores.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-12)
         history = {"mean_confidence": [float(confidence.max(1).values.mean())]}
         return Fit(classifier, target_logits=scores, history=history)

@@ -1,0 +1,225 @@
+"""FAIR: self-training with a learned alignment score over image crops (``shared/papers/fair.txt`` §3.4,
+Algorithm 1, supplementary 6.1).
+
+Class Description Anchors Z* (C × D) start as each class's mean description embedding (a CuPL-style
+``descriptions`` file, else the run's prompts); the text encoder is not used again. For every batch,
+without gradients, from the weak view x (the backbone's own resize + centre crop):
+
+- N = 16 square crops of side λ·min(W, H), λ ~ U(0.5, 0.9), resized to the input size (Eq. 6);
+- crop weights w̃_i = cos(CLS, CLS_i) / Σ_l cos(CLS, CLS_l), the [CLS] tokens of the image and its crops,
+  *not* a softmax (Eq. 12); the k = 4 crops of largest weight are kept (Eq. 13);
+- the learned alignment score ψ_j = Σ_{i ∈ top-k} w̃_i cos(f_i, Z*_j) (Eq. 14), pseudo-label ŷ = argmax ψ,
+  and the adaptive weight γ = S₁ (S₁ − S₂) of the two largest scores (Eq. 16).
+
+Then, with gradients, on a strongly augmented view A(x) (RandomResizedCrop, flip, RandAugment):
+p = softmax(100 · cos(E_v(A(x)), Z*)), L = mean γ·CE(p, ŷ) − (1/C) Σ_j log p̄_j with p̄ the batch mean of
+p (the fairness term, Eq. 17 and after). AdamW (lr 1e-4) with a cosine schedule on the vision LayerNorms
+and Z*, batch 32, 15 epochs; the last epoch's model is reported. Inference: 100 · cos(E_v(x), Z*).
+
+Ablations (Table 3): ``las=False`` scores crops against the initial anchors (a fixed alignment score, as
+LaFTer); ``weighting=False`` sets γ = 1; ``pseudo_view="global"`` takes pseudo-labels from the weak view's
+embedding instead of crops (FAIR-g).
+
+Deviations (README): the logit scale of p is CLIP's 100 (the paper writes sim(·) without one); p̄ is the
+mean over the batch (the paper says a moving average without its rate); crops are cut from the
+preprocessed weak view (any position, real-valued side) and resized bilinearly, all B·N at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchvision import transforms
+from torchvision.ops import roi_align
+
+from clipadapt.backbones.base import Backbone
+from clipadapt.data.prompts import expand_prompts, read_prompts
+from clipadapt.errors import ClipAdaptError
+from clipadapt.features.featureset import FeatureSet
+from clipadapt.methods.base import Fit, Method
+from clipadapt.methods.encoder import (
+    TunedClassifier,
+    checkpointing,
+    class_text_features,
+    encode_rows,
+    layernorm_names,
+    layernorm_state,
+    require_encoder,
+    tuning,
+)
+from clipadapt.methods.registry import register_method
+from clipadapt.progress import progress
+from clipadapt.runtime import autocast
+
+
+def random_crops(
+    pixels: torch.Tensor, crops: int, scale: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """(B, 3, S, S) → (B, N, 3, S, S): N square crops of side λ·S, λ ~ U(scale), each resized back to S.
+
+    All B·N crops are cut and resized in one bilinear ``roi_align`` call.
+    """
+    b, _, size, _ = pixels.shape
+    side = torch.empty(b, crops).uniform_(*scale, generator=generator) * size  # (B, N)
+    corner = torch.rand(b, crops, 2, generator=generator) * (size - side)[..., None]  # (B, N, 2) x, y
+    boxes = torch.cat([corner, corner + side[..., None]], dim=-1).view(-1, 4)
+    owner = torch.arange(b).repeat_interleave(crops)[:, None].to(boxes)
+    rois = torch.cat([owner, boxes], dim=1).to(pixels)
+    out = roi_align(pixels, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return out.view(b, crops, *pixels.shape[1:])
+
+
+def crop_weights(cls: torch.Tensor, crop_cls: torch.Tensor) -> torch.Tensor:
+    """FAIR's Eq. 12: (B, W) image [CLS] and (B, N, W) crop [CLS] → (B, N) cos(CLS, CLS_i) / Σ_l cos(CLS, CLS_l)."""
+    sims = torch.einsum("bw,bnw->bn", F.normalize(cls, dim=-1), F.normalize(crop_cls, dim=-1))
+    return sims / sims.sum(dim=1, keepdim=True)
+
+
+def alignment_scores(crop_features: torch.Tensor, anchors: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
+    """FAIR's Eq. 13–14: Σ over the k crops of largest weight of w̃_i cos(f_i, Z_j).
+
+    Args:
+        crop_features: (B, N, D); anchors: (C, D) Z*; weights: (B, N) crop weights.
+    Returns:
+        (B, C) alignment scores ψ.
+    """
+    top = weights.topk(min(k, weights.shape[1]), dim=1).indices  # (B, k)
+    kept = torch.zeros_like(weights).scatter_(1, top, 1.0) * weights
+    cos = F.normalize(crop_features, dim=-1) @ F.normalize(anchors, dim=-1).T  # (B, N, C)
+    return torch.einsum("bn,bnc->bc", kept, cos)
+
+
+def adaptive_weight(scores: torch.Tensor) -> torch.Tensor:
+    """FAIR's Eq. 16: (B, C) scores → (B,) γ = S₁ (S₁ − S₂) of the largest two."""
+    top2 = scores.topk(2, dim=1).values
+    return top2[:, 0] * (top2[:, 0] - top2[:, 1])
+
+
+def fairness_loss(mean_probs: torch.Tensor) -> torch.Tensor:
+    """−(1/C) Σ_j log p̄_j for (C,) mean predicted probabilities: smallest when predictions are balanced."""
+    return -mean_probs.clamp_min(1e-12).log().mean()
+
+
+def strong_augmentation(backbone: Backbone) -> transforms.Compose:
+    """RandomResizedCrop to the input size, horizontal flip, RandAugment, then the backbone's preprocessing."""
+    size = backbone.image_size
+    return transforms.Compose(
+        [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.RandAugment(),
+         backbone.preprocess]
+    )  # fmt: skip
+
+
+class WeakAndStrong:
+    """An image → (weak view, strong view) pixel tensors."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.weak, self.strong = backbone.preprocess, strong_augmentation(backbone)
+
+    def __call__(self, image: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weak(image), self.strong(image)
+
+
+@register_method
+@dataclass
+class FAIR(Method):
+    name = "fair"
+    setting = "transductive"
+    needs_encoder = True
+    summary = "FAIR: vision LayerNorm + class description anchors, pseudo-labels from a learned crop alignment"
+
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01  # AdamW's default; the paper does not give one
+    crops: int = 16  # N
+    top_k: int = 4  # k
+    crop_scale_min: float = 0.5  # λ ~ U(min, max), as WCA
+    crop_scale_max: float = 0.9
+    descriptions: str = ""  # CuPL-style JSON {class: [sentences]}; empty: the run's prompts
+    las: bool = True  # False: the alignment score uses the initial anchors (Table 3, "w/o LAS")
+    weighting: bool = True  # False: γ = 1 (Table 3, "w/o weight")
+    pseudo_view: str = "crops"  # "global": pseudo-labels from the weak view itself (FAIR-g)
+    grad_checkpointing: bool = False
+    inductive: bool = False  # adapt on the train split, score the test split
+
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
+        encoder = require_encoder(self.name, target.encoder)
+        if self.pseudo_view not in ("crops", "global"):
+            raise ClipAdaptError(f"fair: pseudo_view must be 'crops' or 'global', not {self.pseudo_view!r}")
+        backbone, device = encoder.backbone, encoder.backbone.device
+        initial = self._anchors(target).to(device)
+        anchors = torch.nn.Parameter(initial.clone())
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))  # follows the run's seed
+        names = layernorm_names(backbone, ["vision"])
+        steps_per_epoch = math.ceil(len(target) / self.batch_size)
+        history: dict[str, list] = {"loss": [], "agreement": [], "pseudo_labels": []}
+        with checkpointing(backbone, self.grad_checkpointing), tuning(backbone, ["vision"]) as params:
+            optimiser = torch.optim.AdamW([*params, anchors], lr=self.lr, weight_decay=self.weight_decay)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, self.epochs * steps_per_epoch)
+            bar = progress(range(self.epochs), desc="fair", unit="epoch")
+            for _ in bar:
+                pseudo = torch.full((len(target),), -1, dtype=torch.long)
+                total = agree = 0.0
+                for rows, (weak, strong) in encoder.loader(WeakAndStrong(backbone), shuffle=True,
+                                                           batch_size=self.batch_size):  # fmt: skip
+                    label, gamma = self.pseudo_labels(backbone, weak.to(device),
+                                                      anchors if self.las else initial, generator)  # fmt: skip
+                    with torch.enable_grad(), autocast(device, backbone.precision):
+                        v = backbone.image_forward(strong.to(device)).float()
+                        logits = 100.0 * F.normalize(v, dim=-1) @ F.normalize(anchors, dim=-1).T
+                        probs = logits.softmax(dim=-1)
+                        ce = F.cross_entropy(logits, label, reduction="none")
+                        loss = (gamma * ce).mean() + fairness_loss(probs.mean(0))
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    pseudo[rows] = label.cpu()
+                    total += float(loss.detach()) * len(rows)
+                    agree += float((logits.argmax(1) == label).sum())
+                history["loss"].append(total / len(target))
+                history["agreement"].append(agree / len(target))
+                history["pseudo_labels"].append(pseudo.tolist())
+                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", agreement=f"{history['agreement'][-1]:.2f}")
+            state = layernorm_state(backbone, names)
+            features = encode_rows(encoder)  # the last epoch's model on the target images
+        classifier = TunedClassifier(
+            F.normalize(anchors.detach().cpu(), dim=-1), target.class_names, 100.0, method=self.name,
+            hparams=self.hparams(), layernorm_state=state,
+        )  # fmt: skip
+        return Fit(classifier, target_logits=classifier.logits(features), history=history)
+
+    @torch.no_grad()
+    def pseudo_labels(
+        self, backbone: Backbone, weak: torch.Tensor, anchors: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) weak views → (B,) pseudo-labels and (B,) weights γ (1 without ``weighting``)."""
+        with autocast(backbone.device, backbone.precision):
+            if self.pseudo_view == "global":
+                v = backbone.image_forward(weak).float()
+                scores = F.normalize(v, dim=-1) @ F.normalize(anchors, dim=-1).T
+            else:
+                _, cls = backbone.image_forward_with_cls(weak)
+                scale = (self.crop_scale_min, self.crop_scale_max)
+                crops = random_crops(weak, self.crops, scale, generator)
+                b = weak.shape[0]
+                crop_features, crop_cls = backbone.image_forward_with_cls(crops.flatten(0, 1))
+                weights = crop_weights(cls.float(), crop_cls.float().view(b, self.crops, -1))
+                scores = alignment_scores(crop_features.float().view(b, self.crops, -1), anchors, weights, self.top_k)
+        gamma = adaptive_weight(scores) if self.weighting else torch.ones(len(scores), device=scores.device)
+        return scores.argmax(dim=1), gamma
+
+    def _anchors(self, target: FeatureSet) -> torch.Tensor:
+        """(C, D) initial Class Description Anchors: mean description embedding of each class."""
+        if not self.descriptions:
+            return F.normalize(target.text_features.float(), dim=-1)
+        prompts = read_prompts(self.descriptions)
+        if not isinstance(prompts, dict):
+            raise ClipAdaptError(f"fair: {self.descriptions!r} must be a descriptions file {{class: [sentences]}}")
+        assert target.encoder is not None
+        with torch.no_grad():
+            return class_text_features(target.encoder.backbone, expand_prompts(target.class_names, prompts))

@@ -1,0 +1,168 @@
+"""ReCLIP self-training and FAIR: their pure pieces by hand, and end-to-end runs on real architectures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from clipadapt.errors import MethodUnavailable
+from clipadapt.evaluation.runner import fit_and_predict, run_method
+from clipadapt.methods import build_method
+from clipadapt.methods.encoder import layernorm_names, tuned
+from clipadapt.methods.fair import adaptive_weight, alignment_scores, crop_weights, fairness_loss, random_crops
+from clipadapt.methods.reclip import shared_labels
+
+# -- pure pieces ----------------------------------------------------------------------------------------
+
+
+def test_label_sharing_keeps_exactly_the_agreed_samples():
+    vision = torch.tensor([0, 1, 2, 2, 1, 0])
+    text = torch.tensor([0, 2, 2, 1, 1, 1])
+    assert shared_labels(vision, text).tolist() == [0, 2, 4]
+    assert shared_labels(vision, text, sharing=False).tolist() == list(range(6))
+
+
+def test_adaptive_weight_matches_a_hand_computed_case():
+    scores = torch.tensor([[0.10, 0.50, 0.30], [0.2, 0.2, 0.1]])
+    # S1 = 0.5, S2 = 0.3 → 0.5 · 0.2; a tie gives 0
+    assert torch.allclose(adaptive_weight(scores), torch.tensor([0.1, 0.0]))
+
+
+def test_crop_weights_are_cosines_over_their_sum_not_a_softmax():
+    cls = torch.tensor([[1.0, 0.0]])
+    crop_cls = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [3.0, 1.0]]])  # cosines 1, 1/√2, 0, 3/√10
+    cos = torch.tensor([1.0, 2**-0.5, 0.0, 3 / 10**0.5])
+    weights = crop_weights(cls, crop_cls)
+    assert torch.allclose(weights[0], cos / cos.sum())
+    assert not torch.allclose(weights[0], cos.softmax(0))
+    assert math.isclose(float(weights.sum()), 1.0, rel_tol=1e-6)
+
+
+def test_alignment_score_keeps_only_the_top_k_crops():
+    weights = torch.tensor([[0.4, 0.1, 0.3, 0.2]])
+    anchors = torch.eye(3)
+    crops = torch.tensor([[[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0], [1.0, 0, 0]]])  # crop 1 alone points to class 2
+    scores = alignment_scores(crops, anchors, weights, k=2)  # keeps crops 0 and 2
+    assert torch.allclose(scores, torch.tensor([[0.4, 0.3, 0.0]]))
+    changed = crops.clone()
+    changed[0, 1] = torch.tensor([0.0, 1.0, 0.0])  # a dropped crop does not matter
+    assert torch.allclose(alignment_scores(changed, anchors, weights, k=2), scores)
+    assert torch.allclose(alignment_scores(crops, anchors, weights, k=4), torch.tensor([[0.6, 0.3, 0.1]]))
+
+
+def test_fairness_term_matches_its_formula():
+    mean_probs = torch.tensor([0.5, 0.25, 0.25])
+    expected = -(math.log(0.5) + 2 * math.log(0.25)) / 3
+    assert math.isclose(float(fairness_loss(mean_probs)), expected, rel_tol=1e-6)
+    assert fairness_loss(torch.full((4,), 0.25)) < fairness_loss(torch.tensor([0.7, 0.1, 0.1, 0.1]))
+
+
+def test_random_crops_have_the_input_size_and_follow_the_generator():
+    pixels = torch.randn(2, 3, 16, 16)
+    a = random_crops(pixels, 5, (0.5, 0.9), torch.Generator().manual_seed(0))
+    b = random_crops(pixels, 5, (0.5, 0.9), torch.Generator().manual_seed(0))
+    assert a.shape == (2, 5, 3, 16, 16) and torch.equal(a, b)
+
+
+# -- end to end on real architectures -------------------------------------------------------------------
+
+
+def _features(backbone, folder):
+    from clipadapt.data import open_source
+    from clipadapt.features import extract
+
+    return extract(backbone, open_source(str(folder)), ["a photo of a {c}."], batch_size=8, num_workers=0)
+
+
+def _snapshot(backbone) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in backbone.model.named_parameters()}
+
+
+@pytest.fixture(params=["toyclip", "open_clip", "transformers"])
+def backbone(request, tiny_openclip, tiny_hf_dir):
+    from clipadapt.backbones import load_backbone
+
+    if request.param == "toyclip":
+        return load_backbone("toyclip", device="cpu")
+    if request.param == "open_clip":
+        return load_backbone(tiny_openclip, "random", device="cpu")
+    return load_backbone(f"hf:{tiny_hf_dir}", device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("method", "hparams", "towers"),
+    [
+        ("reclip", {"epochs": 1, "k": 3}, ["vision", "text"]),
+        ("fair", {"epochs": 1, "crops": 3, "top_k": 2, "batch_size": 8, "lr": 1e-2}, ["vision"]),
+    ],
+)
+def test_one_epoch_changes_only_layernorms(backbone, image_folder, method, hparams, towers):
+    features = _features(backbone, image_folder)
+    before = _snapshot(backbone)
+    fit = build_method(method, hparams).fit(features.without_labels())
+    after = _snapshot(backbone)
+    assert all(torch.equal(before[n], after[n]) for n in before), "the backbone must be left as it was"
+
+    state = fit.classifier.layernorm_state
+    assert sorted(state) == sorted(layernorm_names(backbone, towers)) and state
+    assert any(not torch.equal(state[n], before[n]) for n in state), "adaptation moved no LayerNorm"
+    with tuned(backbone, state):
+        loaded = _snapshot(backbone)
+    changed = {n for n in before if not torch.equal(before[n], loaded[n])}
+    assert changed and changed <= set(state)  # every other parameter is bit-identical
+    assert all(torch.equal(before[n], v) for n, v in _snapshot(backbone).items())  # restored after use
+    assert fit.target_logits is not None and fit.target_logits.shape == (len(features), features.num_classes)
+
+
+@pytest.mark.parametrize(
+    ("method", "hparams"), [("reclip", {"epochs": 1, "k": 3}), ("fair", {"epochs": 1, "crops": 3})]
+)
+def test_the_tuned_classifier_saves_reloads_and_reproduces_its_target_logits(image_folder, tmp_path, method, hparams):
+    from clipadapt.artifact import load_classifier, save_classifier
+    from clipadapt.backbones import load_backbone
+
+    backbone = load_backbone("toyclip", device="cpu")
+    features = _features(backbone, image_folder)
+    fit = build_method(method, hparams).fit(features.without_labels())
+    reloaded = load_classifier(save_classifier(fit.classifier, tmp_path / "artifact"))
+    assert type(reloaded) is type(fit.classifier)
+    assert all(torch.equal(v, fit.classifier.layernorm_state[k]) for k, v in reloaded.layernorm_state.items())
+    again = reloaded.image_logits(features.encoder, features.normalised()[0])
+    assert torch.allclose(again, fit.target_logits, atol=1e-4)
+
+
+def test_encoder_methods_need_images_not_a_feature_file():
+    from helpers import as_featureset, make_feature_arrays
+
+    features = as_featureset(make_feature_arrays())
+    for name in ("reclip", "fair"):
+        with pytest.raises(MethodUnavailable, match="feature file"):
+            run_method(features, name)
+
+
+def test_inductive_adapts_on_train_rows_and_scores_test_rows(image_folder):
+    from clipadapt.backbones import load_backbone
+
+    backbone = load_backbone("toyclip", device="cpu")
+    features = _features(backbone, image_folder)
+    features.split = np.array(["train", "test"] * (len(features) // 2))
+    prediction = fit_and_predict(features, build_method("reclip", {"epochs": 1, "k": 3, "inductive": True}))
+    assert len(prediction.target) == len(prediction.test) == len(features) // 2
+    assert set(prediction.target.encoder.rows.tolist()).isdisjoint(prediction.test.encoder.rows.tolist())
+    assert prediction.logits.shape == (len(features) // 2, features.num_classes)
+
+
+def test_label_free_encoder_methods_ignore_shuffled_labels(image_folder):
+    from clipadapt.backbones import load_backbone
+
+    backbone = load_backbone("toyclip", device="cpu")
+    features = _features(backbone, image_folder)
+    shuffled = features.subset(np.arange(len(features)))
+    shuffled.labels = features.labels[torch.randperm(len(features), generator=torch.Generator().manual_seed(1))]
+    for name, hp in (("reclip", {"epochs": 2, "k": 3}), ("fair", {"epochs": 1, "crops": 3, "batch_size": 8})):
+        a = fit_and_predict(features, build_method(name, hp), seed=3).logits
+        b = fit_and_predict(shuffled, build_method(name, hp), seed=3).logits
+        assert torch.equal(a, b), name
