@@ -155,9 +155,12 @@ class CMM(Method):
         """Fit W (D, D) and T (C, D) on (M, D) normalised features x with labels y; returns them and the
         mean loss of every 1000 iterations."""
         dim = x.shape[1]
-        mapping = torch.zeros(dim, dim, requires_grad=True) if self.mapping else None
+        # W is held transposed: x @ Wᵀ then reads a contiguous matrix (3× faster for 8 rows on CPU); AdamW
+        # is elementwise, so the trajectory is the same
+        mapping_t = torch.zeros(dim, dim, requires_grad=True) if self.mapping else None
+        mapping = None if mapping_t is None else mapping_t.T
         texts = prototypes.clone().requires_grad_(True)
-        params = [texts] if mapping is None else [mapping, texts]
+        params = [texts] if mapping_t is None else [mapping_t, texts]
         # fused: one pass over the d × d map per step instead of one per AdamW operation (2× faster here)
         optimiser = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
         per_epoch = math.ceil(len(x) / self.batch_size)
@@ -188,4 +191,4 @@ class CMM(Method):
                 if (step + 1) % 1000 == 0 or step + 1 == self.iterations:
                     losses.append(running / ((step % 1000) + 1))
                     running = 0.0
-        return (None if mapping is None else mapping.detach()), texts.detach(), losses
+        return (None if mapping is None else mapping.detach().contiguous()), texts.detach(), losses
