@@ -133,47 +133,61 @@ class ReCLIP(Method):
         iterations = 0
         with tuning(backbone, ["vision", "text"]) as params:
             optimiser = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-            bar = progress(range(self.epochs), desc="reclip", unit="epoch")
-            for _ in bar:
+            bar = progress(range(self.epochs + 1), desc="reclip", unit="epoch")
+            for epoch in bar:  # the last pass only labels: the last model's pseudo-labels and centres
                 tuned_x, texts, labels = self._pseudo_labels(encoder, frozen, text0, propagate)
                 rows = shared_labels(labels[0], labels[1], self.label_sharing)
+                centres = class_centres(projected(tuned_x[rows], vision_basis), labels[0][rows], centres_fallback)
                 history["agreement"].append(len(rows) / len(frozen))
                 history["pseudo_labels"].append(labels[0].tolist())
-                if len(rows) == 0 or iterations >= self.max_iterations:
+                if epoch == self.epochs or len(rows) == 0 or iterations >= self.max_iterations:
                     break
-                pseudo = labels[0]  # on the agreed rows both sides say the same
-                centres = class_centres(projected(tuned_x[rows], vision_basis), pseudo[rows], centres_fallback)
-                centres, basis_v = centres.to(device), vision_basis.to(device)
-                total, steps = 0.0, 0
-                for batch_rows, pixels in encoder.loader(backbone.preprocess, rows.tolist(), True, self.batch_size):
-                    y = pseudo[batch_rows].to(device)
-                    with torch.enable_grad(), autocast(device, backbone.precision):
-                        v = F.normalize(backbone.image_forward(pixels.to(device)).float(), dim=-1)
-                        loss_v = F.cross_entropy(100.0 * projected(v, basis_v) @ centres.T, y)
-                        t = class_text_features(backbone, encoder.sentences).to(device)
-                        basis_t = text_basis(t.detach().cpu()).to(device)
-                        x0 = projected(frozen[batch_rows].to(device), basis_t)
-                        loss_t = F.cross_entropy(100.0 * x0 @ projected(t, basis_t).T, y)
-                        loss = loss_v + loss_t
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                    total, steps, iterations = total + float(loss.detach()), steps + 1, iterations + 1
-                    if iterations >= self.max_iterations:
-                        break
-                history["loss"].append(total / max(steps, 1))
-                bar.set_postfix(loss=f"{total / max(steps, 1):.3f}", agreement=f"{history['agreement'][-1]:.2f}")
-            # the last epoch's model: its shared pseudo-labels give the class centres of the classifier
-            tuned_x, texts, labels = self._pseudo_labels(encoder, frozen, text0, propagate)
-            rows = shared_labels(labels[0], labels[1], self.label_sharing)
-            centres = class_centres(projected(tuned_x[rows], vision_basis), labels[0][rows], centres_fallback)
+                mean_loss, steps = self._train_epoch(
+                    encoder, frozen, rows, labels, centres.to(device), vision_basis.to(device), optimiser,
+                    self.max_iterations - iterations,
+                )  # fmt: skip
+                iterations += steps
+                history["loss"].append(mean_loss)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", agreement=f"{history['agreement'][-1]:.2f}")
             state = layernorm_state(backbone, names)
         classifier = ReCLIPClassifier(
             texts, target.class_names, 100.0, method=self.name, hparams={**self.hparams(), "iterations": iterations},
             layernorm_state=state, vision_basis=vision_basis, centres=centres, text_basis=text_basis(texts),
         )  # fmt: skip
-        history["pseudo_labels"].append(labels[0].tolist())
         return Fit(classifier, target_logits=classifier.pair_logits(tuned_x, frozen), history=history)
+
+    def _train_epoch(
+        self,
+        encoder: EncoderInputs,
+        frozen: torch.Tensor,
+        rows: torch.Tensor,
+        labels: tuple[torch.Tensor, torch.Tensor],
+        centres: torch.Tensor,
+        vision_basis: torch.Tensor,
+        optimiser: torch.optim.Optimizer,
+        max_steps: int,
+    ) -> tuple[float, int]:
+        """One epoch over ``rows``: ReCLIP-V on its labels ``labels[0]``, ReCLIP-T on ``labels[1]`` (the same
+        on shared rows). Returns the mean loss and the number of steps."""
+        backbone, device = encoder.backbone, encoder.backbone.device
+        total, steps = 0.0, 0
+        for batch_rows, pixels in encoder.loader(backbone.preprocess, rows.tolist(), True, self.batch_size):
+            y_vision, y_text = labels[0][batch_rows].to(device), labels[1][batch_rows].to(device)
+            with torch.enable_grad(), autocast(device, backbone.precision):
+                v = F.normalize(backbone.image_forward(pixels.to(device)).float(), dim=-1)
+                loss_v = F.cross_entropy(100.0 * projected(v, vision_basis) @ centres.T, y_vision)
+                t = class_text_features(backbone, encoder.sentences).to(device)
+                basis_t = text_basis(t.detach().cpu()).to(device)  # P_T follows t_T, no gradient through the SVD
+                x0 = projected(frozen[batch_rows].to(device), basis_t)
+                loss_t = F.cross_entropy(100.0 * x0 @ projected(t, basis_t).T, y_text)
+                loss = loss_v + loss_t
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total, steps = total + float(loss.detach()), steps + 1
+            if steps >= max_steps:
+                break
+        return total / max(steps, 1), steps
 
     @torch.no_grad()
     def _pseudo_labels(
