@@ -3,14 +3,19 @@
 Any :class:`~clipadapt.methods.base.Classifier` dataclass saves generically: tensor fields and dicts of
 tensors (a tuned LayerNorm state) go to safetensors under their field name (``field.key`` for dicts),
 every other field to the card, with the class to rebuild and any extra metadata the caller adds
-(backbone, data fingerprint, …). Both files are written atomically.
+(:func:`adaptation_card`: backbone, prompts, method, data fingerprint, …). Both files are written
+atomically, the card last: a folder with a card is complete.
+
+Loading with a backbone checks it is the one the classifier was adapted on (:func:`check_backbone`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,11 +23,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from clipadapt import __version__
+from clipadapt.backbones.base import Backbone
 from clipadapt.errors import ClipAdaptError
+from clipadapt.features.featureset import FeatureSet
 from clipadapt.io import atomic_path, write_json
 from clipadapt.methods.base import Classifier
 
 TENSORS, CARD = "classifier.safetensors", "card.json"
+log = logging.getLogger("clipadapt")
 
 
 def save_classifier(classifier: Classifier, folder: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
@@ -55,9 +64,11 @@ def read_card(folder: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_classifier(folder: str | os.PathLike) -> Classifier:
-    """The classifier saved under ``folder``."""
+def load_classifier(folder: str | os.PathLike, backbone: Backbone | None = None) -> Classifier:
+    """The classifier saved under ``folder``; with ``backbone``, first check it is the one adapted on."""
     card = read_card(folder)
+    if backbone is not None:
+        check_backbone(card, backbone, folder)
     module, _, name = card["class"].rpartition(".")
     cls = getattr(importlib.import_module(module), name)
     if not (isinstance(cls, type) and issubclass(cls, Classifier)):
@@ -72,3 +83,79 @@ def load_classifier(folder: str | os.PathLike) -> Classifier:
         elif f.name in card["fields"]:
             kwargs[f.name] = card["fields"][f.name]
     return cls(**kwargs)
+
+
+# -- what the card says about an adaptation --------------------------------------------------------------
+
+
+def adaptation_card(features: FeatureSet, record: dict[str, Any]) -> dict[str, Any]:
+    """Card metadata for a classifier fitted on ``features`` by the run ``record`` (a result record)."""
+    if features.encoder is not None:
+        backbone = features.encoder.backbone.identity()
+        data_fingerprint = features.encoder.source.fingerprint()
+    else:  # a feature file: the backbone is known by name only, the data by its features
+        backbone = {"model": features.model, "pretrained": features.pretrained}
+        data_fingerprint = hashlib.sha256(features.image_features.numpy().tobytes()).hexdigest()[:16]
+    if features.prompt_names is not None:
+        prompts: dict[str, Any] = {"templates": features.prompt_names}
+    elif features.encoder is not None:
+        prompts = {"descriptions": dict(zip(features.class_names, features.encoder.sentences, strict=True))}
+    else:
+        prompts = {}
+    return {
+        "clipadapt_version": __version__,
+        "backbone": backbone,
+        "classnames": features.class_names,
+        "prompts": prompts,
+        "method": record["method"],
+        "setting": record["setting"],
+        "hparams": record["hparams"],
+        "seed": record["seed"],
+        "shots": record["shots"],
+        "data": {"dataset": features.dataset, "images": len(features), "fingerprint": data_fingerprint},
+        "metrics": record["metrics"],
+    }
+
+
+def describe_backbone(identity: dict[str, Any]) -> str:
+    pretrained = identity.get("pretrained")
+    return f"{identity.get('model')!r}" + (f" (pretrained {pretrained!r})" if pretrained else "")
+
+
+def check_backbone(card: dict[str, Any], backbone: Backbone, folder: str | os.PathLike = "") -> None:
+    """Raise a :class:`ClipAdaptError` unless ``backbone`` is the model the classifier was adapted on.
+
+    The library and model must match; the pretrained tag too, unless the weight files are the same ones
+    (a checkpoint moved elsewhere). Other weight files under the same tag only warn (a copied checkpoint
+    changes its timestamps, and with them the fingerprint).
+    """
+    expected = card.get("backbone") or {}
+    actual = backbone.identity()
+    if not expected.get("model"):
+        return  # adapted on features of an unnamed backbone: nothing to check against
+    same_weights = expected.get("weights") == actual["weights"]
+    if (
+        any(expected.get(k) and expected[k] != actual[k] for k in ("model", "library"))
+        or (expected.get("pretrained") and expected["pretrained"] != actual["pretrained"] and not same_weights)
+    ):  # fmt: skip
+        raise ClipAdaptError(
+            f"the classifier in {str(folder)!r} was adapted on {describe_backbone(expected)} but the backbone "
+            f"given is {describe_backbone(actual)}; use the same backbone (or let predict load it from the card)"
+        )
+    if expected.get("weights") and not same_weights:
+        log.warning("%s: the weight files differ from those the classifier was adapted on", describe_backbone(actual))
+
+
+def backbone_from_card(
+    card: dict[str, Any], device: str = "auto", precision: str = "auto", cache_dir: str | None = None
+) -> Backbone:
+    """Load the backbone named in the card (model and pretrained tag)."""
+    from clipadapt.backbones import load_backbone
+
+    identity = card.get("backbone") or {}
+    if not identity.get("model"):
+        raise ClipAdaptError("the classifier card names no backbone; pass one explicitly")
+    pretrained = identity.get("pretrained") or None
+    if identity.get("library") == "toyclip" and pretrained == "bundled":
+        pretrained = None
+    return load_backbone(identity["model"], pretrained, device, precision, cache_dir)

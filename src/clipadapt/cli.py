@@ -1,9 +1,10 @@
-"""The ``clipadapt`` command line: eval, extract, list, build."""
+"""The ``clipadapt`` command line: eval, adapt, predict, extract, demo, list, build."""
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import sys
@@ -41,8 +42,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model_cache_dir", default=None, help="where model weights are cached")
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars or informational messages")
+def _add_common(p: argparse.ArgumentParser, summary: bool = True) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars and only warnings and errors")
+    p.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="messages on stderr from this level up (default: info)")  # fmt: skip
+    if summary:
+        p.add_argument("--json", action="store_true", help="print the summary on stdout as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +65,36 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     ev.add_argument("--output", default=None, help="result JSON path; may use {dataset} {model} {pretrained} {method}")
     ev.add_argument("--skip_existing", action="store_true", help="skip runs whose output file exists")
+    ev.add_argument("--report", default=None, metavar="HTML", help="also write an HTML report (zero-shot added)")
     _add_data_args(ev)
     _add_common(ev)
+
+    ad = sub.add_parser("adapt", help="run one method on your images and save the adapted classifier")
+    ad.add_argument("--features", nargs="+", default=[], help="a feature file instead of --dataset")
+    ad.add_argument("--method", required=True, help="method name (clipadapt list methods)")
+    ad.add_argument("--shots", type=int, default=None, help="K labelled images per class (few-shot methods)")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
+    ad.add_argument("--output", required=True, metavar="DIR", help="classifier folder to write")
+    ad.add_argument("--overwrite", action="store_true", help="replace a classifier already in DIR")
+    ad.add_argument("--report", default=None, metavar="HTML", help="also write an HTML report (vs zero-shot)")
+    _add_data_args(ad)
+    _add_common(ad)
+
+    pr = sub.add_parser("predict", help="classify new images with a saved classifier into a CSV")
+    pr.add_argument("images", nargs="+", help="image files, folders, globs or CSV manifests (a 'path' column)")
+    pr.add_argument("--classifier", required=True, metavar="DIR", help="folder written by clipadapt adapt")
+    pr.add_argument("--output", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    pr.add_argument("--top_k", type=int, default=5, help="labels per image (default: 5)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing output CSV")
+    pr.add_argument("--model", default=None, help="backbone to use instead of the card's (must be the same model)")
+    pr.add_argument("--pretrained", default=None, help="its pretrained tag or checkpoint (with --model)")
+    pr.add_argument("--batch_size", type=int, default=64)
+    pr.add_argument("--num_workers", type=int, default=None, help="image loading processes (default: cores - 1)")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    pr.add_argument("--model_cache_dir", default=None, help="where model weights are cached")
+    _add_common(pr)
 
     ex = sub.add_parser("extract", help="extract image and text features into a feature file")
     _add_data_args(ex)
@@ -83,11 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list methods, datasets or models")
     ls.add_argument("what", choices=["methods", "datasets", "models"])
+    _add_common(ls)
 
     bd = sub.add_parser("build", help="merge result JSONs into one table (CSV, or Markdown for .md)")
     bd.add_argument("results", nargs="+", help="result JSON files")
     bd.add_argument("--output", default=None, help="table file (.csv or .md); default: Markdown on stdout")
     bd.add_argument("--pivot", action="store_true", help="Markdown, one column per method: top-1 %% (seconds)")
+    _add_common(bd, summary=False)
     return parser
 
 
@@ -136,15 +171,20 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from clipadapt.evaluation import output_path, run_method
+    from clipadapt.evaluation import evaluate, output_path
     from clipadapt.io import write_json
     from clipadapt.methods import get_method, route_hparams
 
     if not args.features and not args.dataset:
         raise ClipAdaptError("eval needs --features FILE or --dataset NAME|PATH")
-    methods = [get_method(m) for m in args.method]  # unknown names fail before any work
-    hparams = route_hparams(args.method, args.hparam)
+    names = list(args.method)
+    if args.report and "zeroshot" not in names:
+        names.insert(0, "zeroshot")  # the report compares every method with zero-shot CLIP
+        log.info("adding zeroshot for the report's before/after comparison")
+    methods = [get_method(m) for m in names]  # unknown names fail before any work
+    hparams = route_hparams(names, args.hparam)
     seeds = args.seed or ([1, 2, 3] if args.shots else [0])
+    report = _report(args.report, "clipadapt eval")
     records, planned_paths = [], set()
     for dataset, model, pretrained, load in _feature_sets(args):
         runs = []
@@ -164,19 +204,95 @@ def cmd_eval(args: argparse.Namespace) -> int:
             continue
         features = load()
         for method, shots, seed, out in runs:
-            record = run_method(features, method, seed=seed, hparams=hparams[method], shots=shots)
+            record, prediction = evaluate(features, method, seed=seed, hparams=hparams[method], shots=shots)
             if out is not None:
                 write_json(out, record)
+            if report is not None:
+                report.add(record, prediction)
             records.append(record)
-    _print_summary(records)
+    _print_summary(records, args.json)
+    if report is not None:
+        log.info("wrote the report %s", report.write(args.report))
     return 0
 
 
-def _print_summary(records: list[dict[str, Any]]) -> None:
+def _report(path: str | None, title: str) -> Any:
+    if path is None:
+        return None
+    if not path.endswith((".html", ".htm")):
+        raise ClipAdaptError(f"--report {path!r}: the report is an HTML file (end it in .html)")
+    from clipadapt.report import Report
+
+    return Report(title)
+
+
+def _print_summary(records: list[dict[str, Any]], as_json: bool = False) -> None:
     from clipadapt.evaluation.results import render_markdown, table_row
 
-    if records:
+    if as_json:
+        print(json.dumps(records, indent=2))
+    elif records:
         print(render_markdown([table_row(r) for r in records]), end="")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# adapt, predict
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from clipadapt.artifact import CARD, adaptation_card, save_classifier
+    from clipadapt.evaluation import evaluate
+    from clipadapt.io import write_json
+    from clipadapt.methods import get_method, route_hparams
+
+    get_method(args.method)
+    hparams = route_hparams([args.method], args.hparam)[args.method]
+    folder = Path(args.output)
+    if (folder / CARD).exists() and not args.overwrite:
+        raise ClipAdaptError(f"{args.output!r} already holds a classifier; pass --overwrite to replace it")
+    if len(args.features) + len(args.dataset) != 1 or len(args.model) > 1:
+        raise ClipAdaptError("adapt takes one data source (--dataset or --features) and at most one --model")
+    report = _report(args.report, f"clipadapt adapt: {args.method}")
+    [(_, _, _, load)] = list(_feature_sets(args))
+    features = load()
+    record, prediction = evaluate(features, args.method, seed=args.seed, hparams=hparams, shots=args.shots)
+    save_classifier(prediction.classifier, folder, adaptation_card(features, record))
+    write_json(folder / "result.json", record)
+    if report is not None:
+        if args.method != "zeroshot":
+            report.add(*evaluate(features, "zeroshot", seed=args.seed, shots=args.shots))
+        report.add(record, prediction)
+        log.info("wrote the report %s", report.write(args.report))
+    if args.json:
+        print(json.dumps({"classifier": str(folder), "result": record}, indent=2))
+    else:
+        _print_summary([record])
+        print(f"saved the classifier to {folder}/ (apply it: clipadapt predict --classifier {folder} IMAGES...)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from clipadapt.predict import predict_csv
+
+    backbone = None
+    if args.model:
+        from clipadapt.backbones import load_backbone
+
+        backbone = load_backbone(args.model, args.pretrained, args.device, args.precision, args.model_cache_dir)
+    summary = predict_csv(
+        args.classifier, args.images, args.output, args.top_k, args.batch_size, args.num_workers, args.device,
+        args.precision, args.model_cache_dir, args.overwrite, backbone,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({"output": str(summary.output), "images": summary.images,
+                          "unreadable": summary.unreadable, "resumed": summary.resumed}))  # fmt: skip
+    else:
+        unreadable = f", {summary.unreadable} unreadable (listed with the reason)" if summary.unreadable else ""
+        resumed = f", {summary.resumed} taken over from the interrupted run" if summary.resumed else ""
+        print(f"wrote {summary.output}: {summary.images} images{unreadable}{resumed}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,7 +311,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
     [(_, _, _, load)] = list(_feature_sets(args))
     features = load()
     save_feature_file(features, args.output)
-    print(f"wrote {args.output}: {len(features)} images, {features.num_classes} classes, dimension {features.dim}")
+    if args.json:
+        print(json.dumps({"output": args.output, "images": len(features), "classes": features.num_classes,
+                          "dim": features.dim}))  # fmt: skip
+    else:
+        print(f"wrote {args.output}: {len(features)} images, {features.num_classes} classes, dimension {features.dim}")
     return 0
 
 
@@ -216,8 +336,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shots=args.shots,
         hparams=args.hparam,
     )
-    _print_summary(records)
-    print(f"wrote {args.output_dir}/report.md, {len(records)} result JSONs and samples.png")
+    _print_summary(records, args.json)
+    if not args.json:
+        print(f"wrote {args.output_dir}/report.html, report.md, {len(records)} result JSONs and samples.png")
     return 0
 
 
@@ -225,16 +346,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "methods":
         from clipadapt.methods import list_methods
 
-        for cls in list_methods():
+        methods = list_methods()
+        if args.json:
+            print(json.dumps([{"name": c.name, "setting": c.setting, "label_free": c.label_free,
+                               "needs_encoder": c.needs_encoder, "summary": c.summary} for c in methods]))  # fmt: skip
+        for cls in [] if args.json else methods:
             print(f"{cls.name:24s} {cls.setting:13s} {cls.summary}")
-    elif args.what == "datasets":
+        return 0
+    if args.what == "datasets":
         from clipadapt.data import list_datasets
 
-        print("\n".join(list_datasets()))
+        names = list_datasets()
     else:
         from clipadapt.backbones import list_models
 
-        print("\n".join(list_models()))
+        names = list_models()
+    print(json.dumps(names) if args.json else "\n".join(names))
     return 0
 
 
@@ -257,23 +384,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(quiet: bool) -> None:
-    """clipadapt's own messages on stderr; other libraries keep their default (warnings only)."""
+def _configure_logging(level: str, quiet: bool) -> None:
+    """clipadapt's own messages on stderr (``--quiet``: warnings and errors only); other libraries keep
+    their default (warnings only)."""
     if not log.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("clipadapt: %(message)s"))
+        handler.setFormatter(logging.Formatter("clipadapt: %(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.propagate = False
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())) if quiet else level.upper())
 
 
-COMMANDS = {"demo": cmd_demo, "eval": cmd_eval, "extract": cmd_extract, "list": cmd_list, "build": cmd_build}
+COMMANDS = {"demo": cmd_demo, "eval": cmd_eval, "adapt": cmd_adapt, "predict": cmd_predict, "extract": cmd_extract,
+            "list": cmd_list, "build": cmd_build}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = getattr(args, "quiet", False)
-    _configure_logging(quiet)
+    _configure_logging(args.log_level, quiet)
     from clipadapt.progress import set_quiet
 
     set_quiet(quiet)

@@ -3,8 +3,8 @@
 For each target domain it writes images and a CSV manifest (a labelled ``train`` pool for few-shot
 methods, and the ``test`` images every method is scored on), extracts ToyCLIP features through the normal
 pipeline (feature cache included), runs each registered method with the same runner as ``clipadapt eval``,
-and writes one result JSON per run, ``report.md`` and ``samples.png``. Methods added to the registry appear
-here without any change to this module.
+and writes one result JSON per run, ``report.md``, the HTML report ``report.html`` and ``samples.png``.
+Methods added to the registry appear here without any change to this module.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from clipadapt.errors import ClipAdaptError, MethodUnavailable
-from clipadapt.evaluation import output_path, render_markdown, run_method
+from clipadapt.evaluation import evaluate, output_path, render_markdown
 from clipadapt.evaluation.results import table_row
 from clipadapt.io import atomic_open, write_json
 from clipadapt.world import SHAPES, TARGET_DOMAINS, WORLD_TEMPLATES, make_domain
@@ -81,6 +81,7 @@ def run_demo(
     from clipadapt.data import open_source
     from clipadapt.features import FeatureStore, extract
     from clipadapt.methods import get_method, list_methods, route_hparams
+    from clipadapt.report import Report
 
     domains = list(domains or TARGET_DOMAINS)
     unknown = [d for d in domains if d not in TARGET_DOMAINS and d != "source"]
@@ -92,6 +93,7 @@ def run_demo(
     backbone = load_backbone("toyclip", device="cpu")
     store = FeatureStore(out / "cache")
     records: list[dict[str, Any]] = []
+    report = Report("clipadapt demo: ToyCLIP on shifted domains")
     for domain in domains:
         manifest = write_domain_manifest(out / "domains", domain, n_test, n_pool, seed, imbalance)
         source = open_source(str(manifest))
@@ -100,23 +102,27 @@ def run_demo(
         for name in names:
             try:
                 few_shot = get_method(name).setting == "few-shot"  # K shots from the labelled pool
-                record = run_method(features, name, seed=seed, hparams=routed[name], shots=shots if few_shot else None)
+                record, prediction = evaluate(
+                    features, name, seed=seed, hparams=routed[name], shots=shots if few_shot else None
+                )
             except MethodUnavailable as exc:
                 log.info("skipping %s on %s: %s", name, domain, exc)
                 continue
             write_json(out / output_path(RESULT_TEMPLATE, record), record)
+            report.add(record, prediction)
             records.append(record)
     contact_sheet(out / "domains", [domain_name(d, imbalance) for d in domains], out / "samples.png")
     table = render_markdown([table_row(r) for r in records])
-    report = f"""# clipadapt demo
+    summary = f"""# clipadapt demo
 
 ToyCLIP (clipadapt's own small CLIP, trained on the source domain only) on {len(domains)} shifted target
 domain(s): {", ".join(domains)}. Each domain has {n_test} test images (scored) and a labelled pool of {n_pool}
 images (used only by few-shot methods: {shots} shots per class, and min({shots}, 4) per class to validate).
 Class imbalance (largest/smallest class): {imbalance:g}. Seed {seed}.
-Sample test images, one row per domain: `samples.png`. Result JSONs: `results/`.
+Sample test images, one row per domain: `samples.png`. Result JSONs: `results/`. Figures: `report.html`.
 
 {table}"""
     with atomic_open(out / "report.md") as fh:
-        fh.write(report)
+        fh.write(summary)
+    report.write(out / "report.html")
     return records

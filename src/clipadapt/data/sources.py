@@ -114,7 +114,7 @@ class FileListSource(ImageSource):
         return _hash([stats, labels, splits])
 
 
-def _is_image(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
@@ -125,14 +125,14 @@ def folder_source(root: str | os.PathLike) -> FileListSource:
     """
     root = Path(root)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    per_class = [sorted(str(p) for p in d.rglob("*") if p.is_file() and _is_image(p)) for d in class_dirs]
+    per_class = [sorted(str(p) for p in d.rglob("*") if p.is_file() and is_image_file(p)) for d in class_dirs]
     if any(per_class):
         kept = [(d, files) for d, files in zip(class_dirs, per_class, strict=True) if files]
         files = [f for _, fs in kept for f in fs]
         labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, (_, fs) in enumerate(kept)])
         classnames = [d.name.replace("_", " ") for d, _ in kept]
         return FileListSource(root.name, files, labels, classnames)
-    flat = sorted(str(p) for p in root.iterdir() if p.is_file() and _is_image(p))
+    flat = sorted(str(p) for p in root.iterdir() if p.is_file() and is_image_file(p))
     if not flat:
         raise ClipAdaptError(
             f"no images found in {str(root)!r} (expected one sub-folder of images per class, or images directly; "

@@ -94,24 +94,37 @@ def run_method(
     hparams: dict[str, Any] | None = None,
     shots: int | None = None,
 ) -> dict[str, Any]:
-    """Fit ``method``, score it on the test rows, and return the result record (GUIDE §3).
+    """Fit ``method``, score it on the test rows, and return the result record (GUIDE §3)."""
+    return evaluate(features, method, seed, hparams, shots)[0]
+
+
+def evaluate(
+    features: FeatureSet,
+    method: str | Method,
+    seed: int = 0,
+    hparams: dict[str, Any] | None = None,
+    shots: int | None = None,
+) -> tuple[dict[str, Any], Prediction]:
+    """The result record of one run and what it predicted (for artifacts and reports).
 
     ``seconds`` is the wall time of fitting and predicting (feature extraction excluded).
     """
     instance = build_method(method, hparams) if isinstance(method, str) else method
-    logits, test, seconds, classifier, target, history = fit_and_predict(features, instance, seed, shots)
-    metrics = classification_metrics(logits, test.labels) if test.labels is not None else {}
-    return {
+    prediction = fit_and_predict(features, instance, seed, shots)
+    test = prediction.test
+    metrics = classification_metrics(prediction.logits, test.labels) if test.labels is not None else {}
+    record = {
         "dataset": features.dataset,
         "model": features.model,
         "pretrained": features.pretrained,
         "task": f"{instance.setting.replace('-', '')}_classification",
         "method": instance.name,
         "setting": instance.setting,
-        "hparams": {**instance.hparams(), **classifier.hparams},  # the classifier's record what the fit used
+        "hparams": {**instance.hparams(), **prediction.classifier.hparams},  # what the fit used
         "metrics": metrics,
         "seed": seed,
         "shots": shots,
-        "seconds": round(seconds, 4),
-        "history": history_record(history, target),
+        "seconds": round(prediction.seconds, 4),
+        "history": history_record(prediction.history, prediction.target),
     }
+    return record, prediction

@@ -44,7 +44,7 @@ class ExtractedImages:
         return f"skipped {len(self.failures)} unreadable image(s) of {len(self.valid)}: {shown}{more}"
 
 
-class _ImageDataset(Dataset):
+class ImageDataset(Dataset):
     """Item ``i`` → (i, transformed image or None, failure reason or None)."""
 
     def __init__(self, source: ImageSource, transform: Callable[[Any], torch.Tensor]) -> None:
@@ -66,7 +66,7 @@ class _ImageDataset(Dataset):
             return index, None, f"{type(exc).__name__}: {exc}"
 
 
-def _collate(
+def collate_images(
     batch: list[tuple[int, torch.Tensor | None, str | None]],
 ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
     ok = [(i, x) for i, x, err in batch if err is None]
@@ -152,10 +152,10 @@ def _extract_chunks(
     n = len(source)
     workers = default_num_workers() if num_workers is None else num_workers
     loader = DataLoader(
-        _ImageDataset(source, transform),
+        ImageDataset(source, transform),
         batch_sampler=list(_batches(pending, chunk_size, batch_size, n)),
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_images,
         pin_memory=backbone.device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
     )

@@ -10,14 +10,19 @@ and, for transductive methods, the logits of the target images themselves.
 from __future__ import annotations
 
 import dataclasses
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from clipadapt.features.featureset import FeatureSet
+
+if TYPE_CHECKING:
+    from clipadapt.backbones.base import Backbone
 
 Setting = Literal["zero-shot", "transductive", "inductive", "few-shot"]
 
@@ -46,6 +51,34 @@ class Classifier:
     def predict(self, image_features: torch.Tensor) -> torch.Tensor:
         """(N, D) → (N,) predicted class indices."""
         return self.logits(image_features).argmax(dim=-1)
+
+    def pixel_logits(self, backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images → (B, C) logits, encoding them with ``backbone`` as this
+        classifier needs (tuned classifiers load their LayerNorm state for it)."""
+        return self.logits(backbone.encode_images(pixels).cpu())
+
+    @torch.no_grad()
+    def embed(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(N, D) features → (N, D) unit vectors in the space where :meth:`class_vectors` classify them
+        (for reports: the features themselves, unless the method maps them)."""
+        return F.normalize(image_features.float(), dim=-1)
+
+    def class_vectors(self) -> torch.Tensor:
+        """(C, D) unit class vectors in the space of :meth:`embed` (for reports)."""
+        return F.normalize(self.weights.float(), dim=-1)
+
+    def save(self, folder: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+        """Write this classifier (safetensors + ``card.json`` with ``metadata``) under ``folder``."""
+        from clipadapt.artifact import save_classifier
+
+        return save_classifier(self, folder, metadata)
+
+    @staticmethod
+    def load(folder: str | os.PathLike, backbone: Backbone | None = None) -> Classifier:
+        """The classifier saved under ``folder``; with ``backbone``, first check it is the one it was adapted on."""
+        from clipadapt.artifact import load_classifier
+
+        return load_classifier(folder, backbone)
 
 
 @dataclass

@@ -91,6 +91,15 @@ class CMMClassifier(Classifier):
         out = self.alpha * cmm_logits(x, self.mapping, self.texts)
         return out + self.logit_scale * x @ self.weights.T if self.clip_logits else out
 
+    @torch.no_grad()
+    def embed(self, image_features: torch.Tensor) -> torch.Tensor:
+        """The mapped features v'' (the CMM branch's space)."""
+        return map_features(F.normalize(image_features.float(), dim=-1), self.mapping)
+
+    def class_vectors(self) -> torch.Tensor:
+        assert self.texts is not None
+        return F.normalize(self.texts.float(), dim=-1)
+
 
 def warmup_cosine(iterations: int, warmup: int, lr: float, min_lr: float) -> torch.Tensor:
     """(iterations,) learning rates: linear from lr/warmup to lr over ``warmup`` steps, then cosine to min_lr."""

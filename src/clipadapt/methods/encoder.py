@@ -147,5 +147,13 @@ class TunedClassifier(Classifier):
 
     def image_logits(self, encoder: EncoderInputs, frozen_features: torch.Tensor) -> torch.Tensor:
         """(N, C) logits of ``encoder``'s rows; ``frozen_features`` (N, D) are their untuned features."""
+        return self.logits(self.tuned_features(encoder))
+
+    def tuned_features(self, encoder: EncoderInputs) -> torch.Tensor:
+        """(N, D) features of ``encoder``'s rows from the tuned backbone."""
         with tuned(encoder.backbone, self.layernorm_state):
-            return self.logits(encode_rows(encoder))
+            return encode_rows(encoder)
+
+    def pixel_logits(self, backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
+        with tuned(backbone, self.layernorm_state):
+            return self.logits(backbone.encode_images(pixels).cpu())

@@ -40,6 +40,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from clipadapt.backbones.base import Backbone
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.features.images import EncoderInputs
 from clipadapt.methods.base import Fit, Method
@@ -93,8 +94,12 @@ class ReCLIPClassifier(TunedClassifier):
         return self.pair_logits(image_features, image_features)
 
     def image_logits(self, encoder: EncoderInputs, frozen_features: torch.Tensor) -> torch.Tensor:
-        with tuned(encoder.backbone, self.layernorm_state):
-            return self.pair_logits(encode_rows(encoder), frozen_features)
+        return self.pair_logits(self.tuned_features(encoder), frozen_features)
+
+    def pixel_logits(self, backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
+        frozen = backbone.encode_images(pixels).cpu()
+        with tuned(backbone, self.layernorm_state):
+            return self.pair_logits(backbone.encode_images(pixels).cpu(), frozen)
 
 
 @register_method

@@ -1,0 +1,69 @@
+"""What a report shows of each run, distilled from the run's prediction (no logits kept)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipadapt.evaluation.runner import Prediction
+from clipadapt.methods.encoder import TunedClassifier
+
+MAX_POINTS = 1000  # images drawn in the 2-D projection
+
+
+@dataclass
+class RunView:
+    record: dict[str, Any]
+    predictions: np.ndarray  # (N,) predicted class of each test row
+    labels: np.ndarray | None  # (N,) true classes, when known
+    image_points: np.ndarray  # (n, D) unit image embeddings of a sample of the test rows, as the classifier sees them
+    point_classes: np.ndarray  # (n,) their true class (predicted when unlabelled)
+    class_points: np.ndarray  # (C, D) unit class vectors
+
+    @property
+    def method(self) -> str:
+        return str(self.record["method"])
+
+
+@dataclass
+class DatasetView:
+    name: str
+    classnames: list[str]
+    runs: list[RunView] = field(default_factory=list)
+
+    @property
+    def before(self) -> RunView | None:
+        """The zero-shot run: what the adapted runs are compared with."""
+        return next((r for r in self.runs if r.method == "zeroshot"), None)
+
+    def figure_runs(self) -> list[RunView]:
+        """One run per (method, shots), the first seed of each, zero-shot first."""
+        seen: dict[tuple[str, Any], RunView] = {}
+        for run in self.runs:
+            seen.setdefault((run.method, run.record.get("shots")), run)
+        return sorted(seen.values(), key=lambda r: r.method != "zeroshot")
+
+
+@torch.no_grad()
+def run_view(record: dict[str, Any], prediction: Prediction, seed: int = 0) -> RunView:
+    """Predictions, labels and a sample of embedded test rows of one run."""
+    test, classifier = prediction.test, prediction.classifier
+    predictions = prediction.logits.argmax(dim=1).numpy()
+    labels = None if test.labels is None else test.labels.numpy()
+    n = len(test)
+    sample = np.sort(np.random.default_rng(seed).permutation(n)[:MAX_POINTS])
+    if isinstance(classifier, TunedClassifier) and test.encoder is not None:
+        features = classifier.tuned_features(test.encoder.subset(sample))
+    else:
+        features = test.image_features[torch.from_numpy(sample)]
+    return RunView(
+        record=record,
+        predictions=predictions,
+        labels=labels,
+        image_points=classifier.embed(features).numpy(),
+        point_classes=(labels if labels is not None else predictions)[sample],
+        class_points=classifier.class_vectors().numpy(),
+    )
