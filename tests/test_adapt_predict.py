@@ -203,3 +203,24 @@ def test_the_api_tour_example_runs(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "inmap, through the runner: top-1" in done.stdout and "20 new images" in done.stdout
+
+
+def test_a_classifier_adapted_on_a_feature_file_needs_a_named_backbone_of_its_dimension(
+    domains, tmp_path: Path, capsys
+) -> None:
+    import numpy as np
+
+    from helpers import make_feature_arrays
+
+    features = tmp_path / "feats.npz"
+    np.savez(features, **make_feature_arrays(d=16))
+    folder = tmp_path / "clf"
+    assert main(["adapt", "--features", str(features), "--method", "inmap", "--output", str(folder), "--quiet"]) == 0
+    assert json.loads((folder / "card.json").read_text())["data"]["images"] == 60
+    out = tmp_path / "out.csv"
+    argv = ["predict", "--classifier", str(folder), str(domains[1]), "--output", str(out)]
+    assert main(argv) == 2
+    assert "names no loadable backbone" in capsys.readouterr().err
+    assert main([*argv, "--model", "toyclip"]) == 2
+    assert "works on 16-dimensional features but toyclip produces 64-dimensional" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("out.csv*"))

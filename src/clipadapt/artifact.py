@@ -131,8 +131,10 @@ def check_backbone(card: dict[str, Any], backbone: Backbone, folder: str | os.Pa
     """
     expected = card.get("backbone") or {}
     actual = backbone.identity()
-    if not expected.get("model"):
-        return  # adapted on features of an unnamed backbone: nothing to check against
+    if not expected.get("library"):  # adapted on a feature file: its model names are labels, not identities
+        log.warning("the classifier was adapted on a feature file labelled %s; clipadapt cannot check that %s "
+                    "is that backbone", describe_backbone(expected), describe_backbone(actual))  # fmt: skip
+        return
     same_weights = expected.get("weights") == actual["weights"]
     if (
         any(expected.get(k) and expected[k] != actual[k] for k in ("model", "library"))
@@ -153,8 +155,11 @@ def backbone_from_card(
     from clipadapt.backbones import load_backbone
 
     identity = card.get("backbone") or {}
-    if not identity.get("model"):
-        raise ClipAdaptError("the classifier card names no backbone; pass one explicitly")
+    if not identity.get("library"):
+        raise ClipAdaptError(
+            f"the classifier was adapted on a feature file labelled {describe_backbone(identity)}, which names no "
+            "loadable backbone: pass the backbone that made those features (--model and --pretrained)"
+        )
     pretrained = identity.get("pretrained") or None
     if identity.get("library") == "toyclip" and pretrained == "bundled":
         pretrained = None

@@ -19,5 +19,10 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ClipAdaptError
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    listing = f" (known: {', '.join(choices)})" if len(choices) <= 12 else f" (see 'clipadapt list {kind}s')"
+    if len(choices) <= 12:
+        listing = f" (known: {', '.join(choices)})"
+    elif kind in ("method", "dataset", "model"):
+        listing = f" (see 'clipadapt list {kind}s')"
+    else:
+        listing = f" (known: {', '.join(choices[:12])}, …)"
     return ClipAdaptError(f"unknown {kind} {name!r}{hint}{'' if close else listing}")

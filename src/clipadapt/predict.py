@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -137,7 +138,14 @@ def open_classifier(
     if backbone is None:
         backbone = backbone_from_card(card, device, precision, cache_dir)
     check_backbone(card, backbone, folder)
-    return load_classifier(folder), backbone
+    classifier = load_classifier(folder)
+    dim = backbone.encode_texts(["a photo"]).shape[1]
+    if classifier.weights.shape[1] != dim:
+        raise ClipAdaptError(
+            f"the classifier in {str(folder)!r} works on {classifier.weights.shape[1]}-dimensional features but "
+            f"{backbone.name} produces {dim}-dimensional ones"
+        )
+    return classifier, backbone
 
 
 def predict(
@@ -194,7 +202,8 @@ def predict_csv(
     classifier, backbone = open_classifier(folder, backbone, device, precision, cache_dir)
     paths = collect_images(images)  # every check above runs before any file is written
     partial, stamp = output.with_name(output.name + ".partial"), output.with_name(output.name + ".partial.json")
-    identity = {"classifier": (Path(folder) / CARD).read_text(), "top_k": top_k, "images": paths}
+    identity = {"classifier": _digest([(Path(folder) / CARD).read_text()]), "top_k": top_k,
+                "images": _digest(paths), "count": len(paths)}  # fmt: skip
     done = _resume(partial, stamp, identity, top_k)
     output.parent.mkdir(parents=True, exist_ok=True)
     if not done:
@@ -216,6 +225,10 @@ def predict_csv(
     return PredictSummary(output, len(paths), unreadable, len(done))
 
 
+def _digest(texts: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+
 def _resume(partial: Path, stamp: Path, identity: dict[str, Any], top_k: int) -> dict[str, dict[str, str]]:
     """Rows of an interrupted run of the same job (its last, possibly cut, line dropped), else {}."""
     if not (partial.is_file() and stamp.is_file()):
@@ -234,5 +247,5 @@ def _resume(partial: Path, stamp: Path, identity: dict[str, Any], top_k: int) ->
         return {}
     with open(partial, "w", newline="", encoding="utf-8") as fh:
         fh.write(complete)
-    log.info("resuming: %d of %d images already predicted in %s", len(rows), len(identity["images"]), partial)
+    log.info("resuming: %d of %d images already predicted in %s", len(rows), identity["count"], partial)
     return {row["path"]: row for row in rows if list(row) == columns(top_k)}
