@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from clipadapt.artifact import CARD, backbone_from_card, check_backbone, load_classifier, read_card
 from clipadapt.backbones.base import Backbone
-from clipadapt.data.sources import FileListSource, is_image_file
+from clipadapt.data.sources import FileListSource, is_image_file, manifest_files, read_manifest
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.store import ImageDataset, collate_images, default_num_workers
 from clipadapt.methods.base import Classifier
@@ -53,7 +53,8 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
         elif os.path.isdir(item):
             paths += _folder_images(Path(item))
         elif item.lower().endswith(".csv") and os.path.isfile(item):
-            paths += _manifest_paths(Path(item))
+            manifest = Path(item)
+            paths += [f for f in manifest_files(manifest, read_manifest(manifest)[1]) if f]
         elif os.path.isfile(item):
             paths.append(item)
         else:
@@ -66,19 +67,6 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 
 def _folder_images(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob("*") if p.is_file() and is_image_file(p))
-
-
-def _manifest_paths(path: Path) -> list[str]:
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            header = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ClipAdaptError(f"cannot read CSV {str(path)!r}: {exc}") from None
-    if "path" not in header:
-        raise ClipAdaptError(f"CSV {str(path)!r} needs a 'path' column (found: {', '.join(header) or 'none'})")
-    return [str((path.parent / r["path"]).resolve()) for r in rows if r["path"]]
 
 
 def columns(top_k: int) -> list[str]:
@@ -94,7 +82,6 @@ def predict_images(
     top_k: int = 5,
     batch_size: int = 64,
     num_workers: int | None = None,
-    show_progress: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """One row per path, in order (see :func:`columns`); probabilities are floats, missing values ''."""
     classes = classifier.classnames
@@ -106,8 +93,7 @@ def predict_images(
         num_workers=min(workers, max(len(paths) // batch_size, 0)),
         collate_fn=collate_images,
     )
-    batches = progress(loader, desc="predicting", total=len(loader), unit="batch") if show_progress else loader
-    for indices, pixels, failed in batches:
+    for indices, pixels, failed in progress(loader, desc="predicting", total=len(loader), unit="batch"):
         rows: dict[int, dict[str, Any]] = {i: _row(paths[i], [], [], top_k, reason) for i, reason in failed}
         if pixels is not None:
             probabilities = classifier.pixel_logits(backbone, pixels).float().softmax(dim=-1)

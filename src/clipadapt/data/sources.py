@@ -141,24 +141,35 @@ def folder_source(root: str | os.PathLike) -> FileListSource:
     return FileListSource(root.name, flat, None, None)
 
 
+def read_manifest(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a CSV manifest, which must have a ``path`` column."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ClipAdaptError(f"cannot read CSV manifest {str(path)!r}: {exc}") from None
+    if "path" not in header:
+        raise ClipAdaptError(f"CSV manifest {str(path)!r} needs a 'path' column (found: {', '.join(header) or 'none'})")
+    return header, rows
+
+
+def manifest_files(path: Path, rows: list[dict[str, str]]) -> list[str]:
+    """Each row's ``path``, resolved against the manifest's folder ('' where empty)."""
+    return [str((path.parent / r["path"]).resolve()) if r["path"] else "" for r in rows]
+
+
 def csv_source(path: str | os.PathLike, classnames: list[str] | None = None) -> FileListSource:
     """A CSV manifest with a header: ``path`` (relative to the CSV's folder), optional ``label`` and ``split``.
 
     Labels may be class names or integer indices (indices need ``classnames``).
     """
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ClipAdaptError(f"cannot read CSV manifest {str(path)!r}: {exc}") from None
-    if "path" not in header:
-        raise ClipAdaptError(f"CSV manifest {str(path)!r} needs a 'path' column (found: {', '.join(header) or 'none'})")
+    header, rows = read_manifest(path)
     if not rows:
         raise ClipAdaptError(f"CSV manifest {str(path)!r} lists no images")
-    files = [str((path.parent / r["path"]).resolve()) if r["path"] else "" for r in rows]
+    files = manifest_files(path, rows)
     splits = np.array([r["split"].strip() for r in rows]) if "split" in header else None
     labels = None
     if "label" in header:

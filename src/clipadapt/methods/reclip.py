@@ -54,7 +54,7 @@ from clipadapt.methods.encoder import (
     tuned,
     tuning,
 )
-from clipadapt.methods.reclip_lp import class_centres, propagation_scores, text_basis
+from clipadapt.methods.reclip_lp import class_centres, projected, propagation_scores, text_basis
 from clipadapt.methods.registry import register_method
 from clipadapt.progress import progress
 from clipadapt.runtime import autocast
@@ -64,11 +64,6 @@ def shared_labels(vision: torch.Tensor, text: torch.Tensor, sharing: bool = True
     """Indices of the images that train the next epoch: where both sides' (N,) pseudo-labels agree
     (label sharing), or every image (without it)."""
     return (vision == text).nonzero().squeeze(1) if sharing else torch.arange(len(vision))
-
-
-def projected(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """(N, D) features → (N, r) unit coordinates in the span of ``basis`` (D, r)."""
-    return F.normalize(x @ basis, dim=-1)
 
 
 @dataclass

@@ -40,6 +40,11 @@ def text_basis(text: torch.Tensor, projection: str = "P2") -> torch.Tensor:
     raise ClipAdaptError(f"projection must be P0, P1 or P2, not {projection!r}")
 
 
+def projected(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """(N, D) features → (N, r) unit coordinates in the span of ``basis`` (D, r)."""
+    return F.normalize(x @ basis, dim=-1)
+
+
 def propagation_scores(
     x: torch.Tensor,
     text: torch.Tensor,
@@ -57,8 +62,8 @@ def propagation_scores(
         (N, C) propagated scores (cosines in the projected space above ``max_propagation_classes``).
     """
     basis = text_basis(text, projection)
-    x_proj = F.normalize(x @ basis, dim=1)  # (N, r) coordinates of x̂ P2, re-normalised
-    t_proj = F.normalize(text @ basis, dim=1)  # (C, r)
+    x_proj = projected(x, basis)  # (N, r) coordinates of x̂ P2, re-normalised
+    t_proj = projected(text, basis)  # (C, r)
     n_classes = text.shape[0]
     if n_classes > max_propagation_classes:
         return x_proj @ t_proj.T
