@@ -116,6 +116,7 @@ def test_list(what: str, capsys) -> None:
         (["eval", "--dataset", "{d}/empty", "--model", "ViT-B-32", "--pretrained", "openai"], "no images found"),
         (["eval", "--features", "{f}", "--hparam", "logit_scale=abc"], "not a valid float"),
         (["build", "{d}/nothing.json"], "cannot read result file"),
+        (["eval", "--dataset", "{i}", "--model", "toyclip", "--views", "4", "--view_augment", "flip"], "use --views 1"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(

@@ -137,3 +137,26 @@ def test_views_are_seeded_crops_extracted_once(tiny_backbone, image_folder: Path
     image = Image.new("RGB", (64, 48))
     view = RandomCropView(lambda im: torch.tensor(im.size), view=0, seed=0)
     assert torch.equal(view(image, 3), view(image, 3)) and tuple(view(image, 3)) != (64, 48)
+
+
+def test_flip_view_is_the_mirror_image_and_travels_in_feature_files(
+    tiny_backbone, image_folder: Path, tmp_path: Path
+) -> None:
+    from PIL import ImageOps
+
+    from clipadapt.features import load_feature_file, save_feature_file
+    from clipadapt.methods.supervised import augmentation
+
+    source = open_source(str(image_folder))
+    store = FeatureStore(tmp_path / "store")
+    with pytest.raises(ClipAdaptError, match="use --views 1"):
+        extract(tiny_backbone, source, DEFAULT_TEMPLATES[:1], store, num_workers=0, views=2, view_augment="flip")
+    features = extract(tiny_backbone, source, DEFAULT_TEMPLATES[:1], store, num_workers=0, views=1, view_augment="flip")
+    assert features.view_features is not None and features.view_features.shape == (18, 1, 32)
+    pixels = torch.stack([tiny_backbone.preprocess(ImageOps.mirror(source.load(i))) for i in range(4)])
+    mirrored = tiny_backbone.encode_images(pixels).cpu()
+    assert torch.allclose(features.view_features[:4, 0], mirrored, atol=1e-5)
+    assert not torch.allclose(features.view_features[:4, 0], features.image_features[:4], atol=1e-3)
+    assert augmentation(features) == "1 view(s) per image (flip)"
+    save_feature_file(features, tmp_path / "f.npz")
+    assert load_feature_file(tmp_path / "f.npz").view_augment == "flip"

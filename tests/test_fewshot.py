@@ -8,8 +8,8 @@ from clipadapt.errors import ClipAdaptError
 from clipadapt.evaluation.fewshot import sample_few_shot
 from clipadapt.evaluation.runner import MethodUnavailable, fit_and_predict, run_method
 from clipadapt.methods import build_method
-from clipadapt.methods.cmm import hardest_negative_triplet, warmup_cosine
-from clipadapt.methods.supervised import training_samples
+from clipadapt.methods.cmm import alpha_grid, hardest_negative_triplet, warmup_cosine
+from clipadapt.methods.supervised import search, training_samples
 from helpers import as_featureset, make_modality_gap
 
 FEW_SHOT = ["cmm", "tip-adapter", "tip-adapter-f", "linear-probe", "cross-modal-linear-probe"]
@@ -111,3 +111,15 @@ def test_cmm_ablations_run(hparams: dict) -> None:
     record = run_method(as_featureset(make_modality_gap()), "cmm", shots=2, hparams={"iterations": 200, **hparams})
     assert 0 < record["metrics"]["acc1"] <= 1
     assert record["hparams"]["alpha"] == 1.0 or hparams != {"search_alpha": False}
+
+
+def test_cmm_alpha_ties_go_to_the_training_value() -> None:
+    """The paper trains at α = 1 and searches 0.1…2.0 on validation; ties keep the α nearest 1."""
+    grid = alpha_grid()
+    assert sorted(grid) == [round(0.1 * i, 6) for i in range(1, 21)]
+    assert search(grid, lambda a: 1.0) == (1.0, 1.0)  # saturated validation: the training value
+    assert search(grid, lambda a: float(a < 0.75)) == (0.7, 1.0)  # nearest to 1 among the best
+    # a well-separated problem saturates validation accuracy for every α
+    features = as_featureset(make_modality_gap(n=600, text_noise=0.0))
+    record = run_method(features, "cmm", seed=0, shots=4, hparams={"iterations": 300})
+    assert record["hparams"]["validation_acc1"] == 1.0 and record["hparams"]["alpha"] == 1.0

@@ -34,8 +34,16 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch_size", type=int, default=64)
     g.add_argument("--num_workers", type=int, default=None, help="image loading processes (default: cores - 1)")
     g.add_argument(
-        "--views", type=int, default=0, help="also extract V random-crop views per image (for clip-enhance; cached)"
+        "--views",
+        type=int,
+        default=0,
+        help="also extract V augmented views per image (cached): clip-enhance's "
+        "student views, the few-shot methods' augmented training samples",
     )
+    g.add_argument(
+        "--view_augment", default="crop", choices=["crop", "flip"],
+        help="crop: random resized crops (scale 0.6-0.8); flip: the mirror image, one view (CMM's augmentation)",
+    )  # fmt: skip
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     g.add_argument("--cache_dir", default=None, help="feature cache (default: ~/.cache/clipadapt/features)")
@@ -153,6 +161,10 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
     from clipadapt.backbones import load_backbone
     from clipadapt.data import default_prompts, open_source
     from clipadapt.features import FeatureStore, extract
+    from clipadapt.features.views import check_views
+
+    if args.views > 0:
+        check_views(args.views, args.view_augment)  # before any model is loaded
 
     store = FeatureStore(args.cache_dir)
     for model, pretrained in _model_pairs(args):
@@ -165,7 +177,10 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
                 nonlocal backbone
                 if backbone is None:
                     backbone = load_backbone(model, pretrained, args.device, args.precision, args.model_cache_dir)
-                return extract(backbone, source, prompts, store, args.batch_size, args.num_workers, args.views)
+                return extract(
+                    backbone, source, prompts, store, args.batch_size, args.num_workers, args.views,
+                    view_augment=args.view_augment,
+                )  # fmt: skip
 
             yield source.name, model, pretrained or "random", load
 

@@ -15,7 +15,7 @@ from clipadapt.features.featureset import FeatureSet, load_feature_file, save_fe
 from clipadapt.features.images import EncoderInputs
 from clipadapt.features.store import ExtractedImages, FeatureStore
 from clipadapt.features.text import encode_prompts
-from clipadapt.features.views import extract_views
+from clipadapt.features.views import check_views, extract_views
 
 log = logging.getLogger("clipadapt")
 
@@ -29,13 +29,17 @@ def extract(
     num_workers: int | None = None,
     views: int = 0,
     view_seed: int = 0,
+    view_augment: str = "crop",
 ) -> FeatureSet:
     """Image features of ``source`` (cached) and class prototypes from ``prompts`` as one FeatureSet.
 
-    With ``views`` > 0, also (N, V, D) ``view_features`` of seeded random resized crops (scale 0.6–0.8,
-    :mod:`clipadapt.features.views`), each view cached like the images.
+    With ``views`` > 0, also (N, V, D) ``view_features`` (:mod:`clipadapt.features.views`): seeded random
+    resized crops (scale 0.6–0.8) with ``view_augment="crop"``, the mirror image with ``"flip"`` (V = 1);
+    each view cached like the images.
     Unreadable images are skipped and counted (``extra["skipped"]``); it is an error only if none is readable.
     """
+    if views > 0:
+        check_views(views, view_augment)
     store = store or FeatureStore()
     images = store.extract(backbone, source, batch_size=batch_size, num_workers=num_workers)
     if not images.valid.any():
@@ -48,12 +52,14 @@ def extract(
     view_features = None
     if views > 0:
         view_features = extract_views(
-            backbone, source, views, store, view_seed, batch_size=batch_size, num_workers=num_workers
-        )[keep]
+            backbone, source, views, store, view_seed, batch_size=batch_size, num_workers=num_workers,
+            augment=view_augment,
+        )[keep]  # fmt: skip
     paths = source.paths()
     return FeatureSet(
         image_features=images.features[keep],
         view_features=view_features,
+        view_augment=view_augment if views > 0 else "",
         text_features=text_features,
         labels=None if source.labels is None else torch.from_numpy(source.labels[keep]),
         text_all=text_all,

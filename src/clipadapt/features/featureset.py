@@ -2,7 +2,8 @@
 
 File keys (GUIDE §3): ``image_features`` (N, D), ``text_features`` (C, D); optional ``labels`` (N,),
 ``text_all`` (P, C, D), ``classnames`` (C,), ``prompt_names`` (P,), ``model``, ``pretrained``, ``dataset``
-(0-d strings), ``split`` (N,) strings. clipadapt also writes ``paths`` (N,) when images came from files.
+(0-d strings), ``split`` (N,) strings. clipadapt also writes ``paths`` (N,) when images came from files, and
+``view_features`` (N, V, D) with ``view_augment`` (0-d string, ``crop`` or ``flip``) when views were extracted.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class FeatureSet:
     pretrained: str = ""
     dataset: str = ""
     view_features: torch.Tensor | None = None  # (N, V, D) features of V augmented views of each image
+    view_augment: str = ""  # what the views are: "crop", "flip", or "" when unknown or absent
     extra: dict[str, object] = field(default_factory=dict)
     encoder: EncoderInputs | None = None  # the images and backbone behind the rows (not in feature files)
 
@@ -154,6 +156,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
         labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
         text_all=None if text_all is None else torch.from_numpy(text_all.astype(np.float32)),
         view_features=None if views is None else torch.from_numpy(views.astype(np.float32)),
+        view_augment=_string(arrays["view_augment"]) if views is not None and "view_augment" in arrays else "",
         classnames=classnames or [f"class {i}" for i in range(c)],
         prompt_names=prompt_names,
         split=split,
@@ -179,6 +182,8 @@ def save_feature_file(features: FeatureSet, path: str | os.PathLike) -> None:
         arrays["text_all"] = features.text_all.numpy()
     if features.view_features is not None:
         arrays["view_features"] = features.view_features.numpy()
+        if features.view_augment:
+            arrays["view_augment"] = np.array(features.view_augment)
     if features.classnames is not None:
         arrays["classnames"] = np.array(features.classnames)
     if features.prompt_names is not None:

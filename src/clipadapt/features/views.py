@@ -1,8 +1,13 @@
 """Augmented views of every image, drawn reproducibly and extracted once through the feature store.
 
-View v of image i is a random resized crop whose box is drawn from a generator seeded by (seed, v, i),
-followed by the backbone's own preprocessing; the same (seed, v, i) always gives the same crop, whatever
-the worker or batch order, so each view is an ordinary cached, resumable feature-store entry.
+Two kinds (``VIEW_AUGMENTS``):
+
+- ``crop``: view v of image i is a random resized crop whose box is drawn from a generator seeded by
+  (seed, v, i), followed by the backbone's own preprocessing; the same (seed, v, i) always gives the same
+  crop, whatever the worker or batch order (CLIP-Enhance's student views);
+- ``flip``: one view, the horizontally mirrored image (CMM's augmentation: a flip with p = 1).
+
+Each view is an ordinary cached, resumable feature-store entry.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from PIL import ImageOps
 
 from clipadapt.backbones.base import Backbone
 from clipadapt.data.sources import ImageSource
+from clipadapt.errors import ClipAdaptError
 from clipadapt.features.store import FeatureStore
 
 
@@ -60,6 +67,27 @@ class RandomCropView:
         return self.preprocess(image.crop(box))
 
 
+@dataclass(frozen=True)
+class FlipView:
+    """The horizontally mirrored image, then ``preprocess``."""
+
+    preprocess: Callable[[Any], torch.Tensor]
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.preprocess(ImageOps.mirror(image))
+
+
+VIEW_AUGMENTS = ("crop", "flip")
+
+
+def check_views(views: int, augment: str) -> None:
+    """A clear error for an unknown view kind, or for more than one flipped view (all would be equal)."""
+    if augment not in VIEW_AUGMENTS:
+        raise ClipAdaptError(f"unknown view augmentation {augment!r}; known: {', '.join(VIEW_AUGMENTS)}")
+    if augment == "flip" and views != 1:
+        raise ClipAdaptError(f"a flipped view is one view (the mirror image): use --views 1, not {views}")
+
+
 def hash_seed(*parts: int) -> int:
     """A stable 63-bit seed mixed from non-negative integers."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
@@ -74,13 +102,18 @@ def extract_views(
     scale: tuple[float, float] = (0.6, 0.8),
     batch_size: int = 64,
     num_workers: int | None = None,
+    augment: str = "crop",
 ) -> torch.Tensor:
-    """(N, V, D) features of ``views`` random-resized-crop views of every image of ``source``, cached per view.
+    """(N, V, D) features of ``views`` augmented views of every image of ``source``, cached per view:
+    random resized crops (``augment="crop"``) or the mirror image (``"flip"``, V = 1).
 
     Rows of images that cannot be read are zero (the caller keeps the readable rows, as for the images).
     """
-    out = []
-    for v in range(views):
-        transform = RandomCropView(backbone.preprocess, v, seed, scale)
-        out.append(store.extract(backbone, source, batch_size, num_workers, transform=transform).features)
+    check_views(views, augment)
+    transforms: list[Callable[..., torch.Tensor]] = (
+        [FlipView(backbone.preprocess)]
+        if augment == "flip"
+        else [RandomCropView(backbone.preprocess, v, seed, scale) for v in range(views)]
+    )
+    out = [store.extract(backbone, source, batch_size, num_workers, transform=t).features for t in transforms]
     return torch.stack(out, dim=1)

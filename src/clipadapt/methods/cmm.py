@@ -13,10 +13,15 @@ with the triplet on cosine distances D_ij = 1 − v̂_i·t̂_j between the image
 (lr 1e-4, weight decay 1e-4), batch 8, 16 000 iterations, linear warm-up then cosine annealing to 1e-5.
 At inference α is searched on the validation split over 0.1, 0.2, …, 2.0.
 
-Deviations (documented in the README): the paper warms up for "50 epochs", which for a large support set
-is longer than its 16 000 iterations; warm-up here is min(50 epochs, 10 % of the iterations). Augmented
-training images are the stored views of the support images (the paper flips every image; extract views
-to have them). W starts at zero (the paper does not say; zero keeps the start equal to zero-shot).
+Choices the paper leaves open, and deviations (documented in the README):
+- ties in the α search go to the α nearest the training value 1 (the operating point W and T were fitted
+  at), then to the smaller; with a handful of validation images per class many α reach the same accuracy;
+- the paper warms up for "50 epochs", which for a large support set is longer than its 16 000
+  iterations; warm-up here is min(50 epochs, 10 % of the iterations);
+- augmented training images are the stored views of the support images: the paper's flip of every
+  image is ``--views 1 --view_augment flip`` at extraction; other views (random crops) are used as given,
+  and a feature file without views trains on the images alone;
+- W starts at zero (the paper does not say; zero keeps the start equal to zero-shot).
 
 Ablations (Table 5 and 6): ``clip_logits=False`` drops the CLIP term, ``search_alpha=False`` keeps α = 1,
 ``triplet=False`` drops the triplet loss, ``mapping=False`` drops W.
@@ -101,6 +106,14 @@ class CMMClassifier(Classifier):
         return F.normalize(self.texts.float(), dim=-1)
 
 
+TRAIN_ALPHA = 1.0  # the fusion weight during training (paper §4.1)
+
+
+def alpha_grid() -> list[float]:
+    """α ∈ {0.1, 0.2, …, 2.0} in the order :func:`search` breaks ties: nearest to TRAIN_ALPHA first (then smaller)."""
+    return sorted(linspace_grid(0.1, 2.0, 20), key=lambda a: (round(abs(a - TRAIN_ALPHA), 6), a))
+
+
 def warmup_cosine(iterations: int, warmup: int, lr: float, min_lr: float) -> torch.Tensor:
     """(iterations,) learning rates: linear from lr/warmup to lr over ``warmup`` steps, then cosine to min_lr."""
     steps = torch.arange(iterations, dtype=torch.float64)
@@ -144,7 +157,7 @@ class CMM(Method):
                                       clip_logits=self.clip_logits)  # fmt: skip
             return accuracy(candidate.logits(x_val), validation.labels)
 
-        alphas = linspace_grid(0.1, 2.0, 20) if self.search_alpha else [1.0]
+        alphas = alpha_grid() if self.search_alpha else [TRAIN_ALPHA]
         alpha, acc = search(alphas, val_acc)
         hparams = {
             **self.hparams(),
@@ -187,7 +200,7 @@ class CMM(Method):
                 both = cosines(torch.cat([map_features(xb, mapping), xb]), texts)
                 logits = 100.0 * both[: len(xb)]
                 if self.clip_logits:
-                    logits = logits + zeroshot[batch]  # α = 1 while training
+                    logits = logits + zeroshot[batch]  # α = TRAIN_ALPHA = 1 while training
                 loss = F.cross_entropy(logits, yb)
                 if self.triplet:
                     loss = loss + hardest_negative_triplet(1 - both[len(xb) :], yb, self.margin)

@@ -42,7 +42,8 @@ def training_samples(support: FeatureSet, augment: bool = True) -> tuple[torch.T
 def augmentation(support: FeatureSet, augment: bool = True) -> str:
     """What :func:`training_samples` trained on, for the result's hparams."""
     if augment and support.view_features is not None:
-        return f"{support.view_features.shape[1]} views per image"
+        kind = f" ({support.view_augment})" if support.view_augment else ""
+        return f"{support.view_features.shape[1]} view(s) per image{kind}"
     return "none (no view features)" if augment else "off"
 
 
