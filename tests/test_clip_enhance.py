@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from clipadapt.evaluation.runner import run_method
 from clipadapt.features.featureset import FeatureSet
-from clipadapt.methods.clip_enhance import distillation_loss, vmf_logits
+from clipadapt.methods.clip_enhance import distillation_loss, softmax_entropy, vmf_logits
 from helpers import make_modality_gap
 
 
@@ -28,6 +28,15 @@ def test_equal_concentrations_give_zeroshot_rankings() -> None:
     text = F.normalize(features.text_features, dim=1)
     x = F.normalize(features.image_features, dim=1)
     assert torch.equal(vmf_logits(3000 * text, x).argmax(1), (x @ text.T).argmax(1))
+
+
+@pytest.mark.parametrize("scale", [1.0, 3000.0])
+def test_softmax_entropy_matches_its_definition(scale: float) -> None:
+    """At κ = 3000 almost every probability underflows to 0; the entropy must stay finite and exact."""
+    logits = scale * F.normalize(torch.randn(8, 4, 100, generator=torch.Generator().manual_seed(0)), dim=-1)
+    log_p = torch.log_softmax(logits.double(), dim=-1)
+    expected = -(log_p.exp() * log_p).sum(-1)
+    assert torch.allclose(softmax_entropy(logits).double(), expected, atol=1e-5)
 
 
 def test_loss_is_the_kl_of_the_lowest_entropy_views() -> None:
