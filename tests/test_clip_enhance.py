@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,15 @@ def test_loss_is_the_kl_of_the_lowest_entropy_views() -> None:
         for v in entropy.argsort()[:2]:
             expected += float((p_t * (p_t.log() - log_ps[v])).sum())
     assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_all_zero_view_does_not_poison_training() -> None:
+    """Views are normalised per batch like F.normalize: a zero row stays zero instead of becoming NaN."""
+    features = _with_views(0, views=8)
+    assert features.view_features is not None
+    features.view_features[0] = 0.0
+    record = run_method(features, "clip-enhance", hparams={"kappa0": 30.0, "epochs": 2})
+    assert all(math.isfinite(k) for k in record["history"]["concentration"])
 
 
 def test_without_views_the_result_is_zeroshot_and_says_so() -> None:

@@ -123,7 +123,7 @@ class CLIPEnhance(Method):
             total = 0.0
             for batch in torch.randperm(n).split(self.batch_size):  # the runner's --seed seeds randperm
                 batch_views = views[batch].float()
-                batch_views.div_(batch_views.norm(dim=-1, keepdim=True))
+                batch_views.div_(batch_views.norm(dim=-1, keepdim=True).clamp_min(1e-12))  # F.normalize, in place
                 loss = distillation_loss(student, teacher, x[batch], batch_views, keep, self.vmf)
                 optimiser.zero_grad()
                 loss.backward()
