@@ -10,38 +10,48 @@ import torch
 
 @torch.no_grad()
 def knn(
-    points: torch.Tensor, k: int, block: int = 2048, sketch_dim: int | None = None, candidates: int | None = None
+    points: torch.Tensor,
+    k: int,
+    block: int = 2048,
+    sketch_dim: int | None = None,
+    candidates: int | None = None,
+    queries: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each point's ``k`` most similar other points (self excluded) by inner product, ``block`` rows at a time.
+    """The ``k`` most similar ``points`` (by inner product) of each query, ``block`` queries at a time.
 
-    Exact by default: memory O(block · M), time O(M² · D). With ``sketch_dim`` < D the search runs in the
-    top ``sketch_dim`` principal directions of the points (uncentred, so inner products are preserved in
-    the least-squares sense), keeps ``candidates`` (default 4·k) per point and re-ranks them with the exact
-    inner product: time O(M² · sketch_dim + M · candidates · D). The neighbours found are exact
+    Without ``queries`` the queries are the points themselves, each excluding itself. Exact by default:
+    memory O(block · M), time O(Q · M · D). With ``sketch_dim`` < D the search runs in the top
+    ``sketch_dim`` principal directions of the points (uncentred, so inner products are preserved in the
+    least-squares sense), keeps ``candidates`` (default 4·k) per query and re-ranks them with the exact
+    inner product: time O(Q · M · sketch_dim + Q · candidates · D). The neighbours found are exact
     similarities; only a neighbour missing from the candidates can be lost.
 
     Args:
-        points: (M, D) L2-normalised points.
+        points: (M, D) L2-normalised points; queries: optional (Q, D) L2-normalised rows.
     Returns:
-        (M, k) similarities, descending, and (M, k) indices of the neighbours.
+        (Q, k) similarities, descending, and (Q, k) indices into ``points`` (Q = M without ``queries``).
     """
     m, dim = points.shape
-    k = min(k, m - 1)
-    search = points
+    own = queries is None
+    rows_of = points if own else queries
+    k = min(k, m - 1 if own else m)
+    search, search_rows = points, rows_of
     pool = k
     if sketch_dim is not None and sketch_dim < dim:
         _, vectors = torch.linalg.eigh((points.T @ points).double())  # ascending eigenvalues
-        search = points @ vectors[:, -sketch_dim:].to(points.dtype)  # (M, sketch_dim)
-        pool = min(candidates or 4 * k, m - 1)
+        basis = vectors[:, -sketch_dim:].to(points.dtype)
+        search = points @ basis  # (M, sketch_dim)
+        search_rows = search if own else rows_of @ basis
+        pool = min(candidates or 4 * k, m - 1 if own else m)
     sims_out, idx_out = [], []
-    for start in range(0, m, block):
-        stop = min(start + block, m)
-        rows = torch.arange(stop - start)
-        sims = search[start:stop] @ search.T  # (block, M)
-        sims[rows, torch.arange(start, stop)] = -float("inf")  # no self-loops
+    for start in range(0, len(rows_of), block):
+        stop = min(start + block, len(rows_of))
+        sims = search_rows[start:stop] @ search.T  # (block, M)
+        if own:
+            sims[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")  # no self-loops
         top, idx = sims.topk(pool, dim=1)
         if pool > k:  # exact re-ranking of the candidates
-            exact = torch.einsum("bd,bpd->bp", points[start:stop], points[idx])
+            exact = torch.einsum("bd,bpd->bp", rows_of[start:stop], points[idx])
             top, pick = exact.topk(k, dim=1)
             idx = idx.gather(1, pick)
         sims_out.append(top)

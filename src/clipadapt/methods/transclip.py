@@ -1,33 +1,39 @@
-"""TransCLIP-ZS: transductive zero-shot CLIP (Zanella, Gérin & Ben Ayed, NeurIPS 2024, arXiv 2406.01837).
+"""TransCLIP (Zanella, Gérin & Ben Ayed, NeurIPS 2024, arXiv 2406.01837): ``transclip`` (zero-shot) and
+``transclip-fs`` (few-shot), as the official solver computes them.
 
-The paper is not in ``shared/papers``; this module follows its objective and block majorize-minimize
-(BMM) updates as published. Over the N target images with L2-normalised features f_i and zero-shot
-predictions ŷ_i = softmax(100 f_i tᵀ), it minimises over assignments z_i ∈ Δ_C, class means μ_k and a
-shared diagonal covariance Σ
+The paper is not in ``shared/papers``; where its printed updates leave a choice, this module does what the
+official solver does (``shared/papers/official-code-facts.md`` §1: ``MaxZanella/transduction-for-vlms``,
+whose solver ``elkhouryk/RS-TransCLIP`` repeats unchanged). Over the N query images with unit features
+x_i, zero-shot predictions ŷ_i = softmax(100 x_i t̂ᵀ), class means μ_k and one shared diagonal variance σ²:
 
-    − Σ_i z_iᵀ log p_i  −  Σ_i Σ_j w_ij z_iᵀ z_j  +  λ Σ_i KL(z_i ‖ ŷ_i)       (Gaussian mixture,
-                                                                           kNN Laplacian, text term)
+    z_ik ∝ ŷ_ik^λ · exp( ℓ_ik / 50  +  (1/(2k)) [(W z)_ik + (Wᵀ z)_ik] ),   ℓ_ik = −½ Σ_d (x_id − μ_kd)² / σ²_d
 
-with log p_ik = −½ (f_i − μ_k)ᵀ Σ⁻¹ (f_i − μ_k) − ½ log det Σ and w_ij = f_iᵀ f_j for the 3 nearest
-neighbours j of i (0 elsewhere). Each outer iteration updates
+(5 decoupled sweeps per z-update, z updated in place), with W the sparse affinity holding the *raw cosine*
+x_iᵀx_j of the k = 3 nearest neighbours j of each i (no binarisation, no normalisation), then
 
-    z_i ← softmax(β log p_i + Σ_j w_ij z_j + λ log ŷ_i)    (decoupled over i; repeated 5 times)
-    μ_k ← Σ_i z_ik f_i / Σ_i z_ik
-    diag Σ ← Σ_i Σ_k z_ik (f_i − μ_k)² / N
+    μ_k ← normalise( Σ_i z_ik x_i / Σ_i z_ik ),    σ²_d ← Σ_ik z_ik (x_id − μ_kd)² / Σ_ik z_ik   (new μ).
 
-starting from z = ŷ, μ_k = mean of the 8 images most confidently predicted as k, Σ = I/d; 10 outer
-iterations, λ = 1 (zero-shot). The prediction is argmax z.
+Initialisation: z = ŷ; μ_k = normalise((1/8) Σ z_ik x_i over the 8 images of largest z_ik); σ² = 1/d.
+Schedule: 11 z-updates with a μ/σ² update between consecutive ones (10), so the last step is a z-update.
+λ = 1. Prediction: argmax z. There is no log-determinant term (σ² is shared by the classes).
 
-Deviation (documented in the README): β (``gmm_weight``) = 1/50 instead of 1. At d = 512–1024 the
-Gaussian log-likelihood differs between classes by hundreds of nats and with β = 1 overrides the text
-term: WHU-RS19 mean top-1 96.31. β = 1/50 is the scaling we understand the authors' release to apply; it
-gives 97.48 against the published 97.07 on the same eight feature files. While writing this solver a few
-variants were scored on the WHU labels (β ∈ {1, 1/50, 1/1000}, symmetrised affinity, self-loops); the
-README lists them, so the WHU numbers are not a blind test of β and of the row-wise graph.
+``transclip-fs`` (few-shot, λ = 0.5): the K labelled shots per class join the Gaussian terms with weight
+γ·50/|S| against 1/|Q| for the queries (numerators and denominators of μ and σ²), μ starts at the
+normalised sum of each class's shots, and the shots (one-hot, fixed) are nodes of the graph with their 3
+nearest queries. γ runs over {0.002, 0.01, 0.02, 0.2} *without resetting* z, μ, σ² between values; after each
+γ's last z-update, every validation image takes the z of its nearest query image, and the γ of the best
+validation top-1 (the first on ties) gives the prediction. Validation rows only: test labels are never read.
 
-Efficiency: no N×N matrix. The affinity is a sparse k-NN graph (:func:`clipadapt.kernels.knn`, exact up
-to ``exact_knn_max`` images, principal-subspace candidates re-ranked exactly above), and the Gaussian
-terms are expanded so that no (N, C, d) tensor is formed.
+Departure from the official code (docs/faithfulness.md): in few-shot the official ``update_z`` stacks W's
+rows as [shots; queries] but z as [queries; shots], so Wz and Wᵀz pair rows of different images. Here the
+graph term is the objective's: a query's own neighbours, plus every node (query or shot) that has the
+query among its neighbours, (1/(2k))·[W_QQ z_Q + W_QQᵀ z_Q + W_SQᵀ Y_S]. The zero-shot solver has no shots
+and no such mismatch: there it is the official one. ŷ^λ is applied in the log domain (λ log ŷ), which
+equals the official product except where ŷ underflows to 0 in float32.
+
+Efficiency: no N×N matrix. W is a sparse k-NN graph (:func:`clipadapt.kernels.knn`, exact up to
+``exact_knn_max`` images, principal-subspace candidates re-ranked exactly above), (W + Wᵀ)/(2k) is one CSR
+matrix, and the Gaussian terms are expanded so that no (N, C, D) tensor is formed.
 """
 
 from __future__ import annotations
@@ -37,19 +43,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import knn, to_csr
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
+from clipadapt.methods.supervised import require_labelled
+
+GMM_TEMPERATURE = 50.0  # the official solver divides ℓ by 50 (and the shots' weight carries 50 · γ)
 
 
 def class_log_likelihood(
     x: torch.Tensor, means: torch.Tensor, variance: torch.Tensor, scale: float = 1.0, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``scale`` × the class-dependent part of log N(x_i; μ_k, diag(v)), x_i·(μ_k/v) − ½ μ_k²/v.
+    """``scale`` × the class-dependent part of ℓ_ik = −½ Σ_d (x_id − μ_kd)²/σ²_d, i.e. x_i·(μ_k/σ²) − ½ Σ μ_k²/σ².
 
-    The rest, −½ Σ_d x_id²/v_d − ½ Σ_d log v_d and the constant, is the same for every class and cancels
-    in the z-step's softmax. One fused matrix product, no (N, C, D) tensor.
+    The rest, −½ Σ_d x_id²/σ²_d, is the same for every class and cancels in the z-update's softmax. One
+    fused matrix product, no (N, C, D) tensor.
 
     Args:
         x: (N, D); means: (C, D); variance: (D,); out: optional (N, C) buffer to write into.
@@ -61,34 +71,61 @@ def class_log_likelihood(
     return torch.addmm(bias[None, :] * scale, x, scaled.T, alpha=scale, out=out)
 
 
-def update_gaussians(x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form μ and shared diagonal Σ given soft assignments.
+def initial_means(x: torch.Tensor, z: torch.Tensor, top: int = 8) -> torch.Tensor:
+    """Official zero-shot μ init: normalise((1/top) Σ z_ik x_i over the ``top`` images of largest z_ik).
 
     Args:
-        x: (N, D) features; z: (N, C) assignments, rows summing to 1.
+        x: (N, D) features; z: (N, C) initial assignments.
     Returns:
-        (C, D) means Σ_i z_ik x_i / Σ_i z_ik and (D,) variance Σ_i Σ_k z_ik (x_i − μ_k)² / N.
+        (C, D) unit means.
     """
-    mass = z.sum(0).clamp_min(1e-12)  # (C,)
-    weighted = z.T @ x  # (C, D)
-    means = weighted / mass[:, None]
-    # Σ_ik z_ik (x_i − μ_k)² = Σ_i x_i² − 2 Σ_k μ_k ⊙ (zᵀx)_k + Σ_k mass_k μ_k²   (rows of z sum to 1)
-    spread = (x * x).sum(0) - 2 * (means * weighted).sum(0) + (mass[:, None] * means * means).sum(0)
-    return means, (spread / x.shape[0]).clamp_min(1e-12)
+    top = min(top, x.shape[0])
+    idx = z.topk(top, dim=0).indices  # (top, C)
+    weights = z.gather(0, idx)  # (top, C)
+    return F.normalize(torch.einsum("tc,tcd->cd", weights, x[idx]) / top, dim=1)
+
+
+def shot_means(shots: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Official few-shot μ init: the normalised sum of each class's shots. (S, D), (S,) → (C, D)."""
+    return F.normalize(torch.zeros(num_classes, shots.shape[1]).index_add_(0, labels, shots), dim=1)
+
+
+def update_gaussians(
+    x: torch.Tensor, z: torch.Tensor, shots: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form μ (normalised) and shared diagonal σ² from responsibilities.
+
+    μ_k = normalise(Σ_i r_ik x_i / Σ_i r_ik), σ²_d = Σ_ik r_ik (x_id − μ_kd)² / Σ_ik r_ik with the new μ,
+    summed over the queries (r = z) and, when given, the shots (r = their weighted one-hot rows).
+
+    Args:
+        x: (N, D) query features; z: (N, C) assignments;
+        shots: optional ((S, D) shot features, (S, C) their responsibilities).
+    Returns:
+        (C, D) unit means and (D,) variance.
+    """
+    parts = [(x, z)] if shots is None else [(x, z), shots]
+    mass = sum(r.sum(0) for _, r in parts)  # (C,)
+    weighted = sum(r.T @ f for f, r in parts)  # (C, D)
+    squares = sum(r.sum(1) @ (f * f) for f, r in parts)  # (D,) Σ_i (Σ_k r_ik) x_i²
+    total = sum(r.sum() for _, r in parts)
+    means = F.normalize(weighted / mass.clamp_min(1e-12)[:, None], dim=1)
+    # Σ_ik r_ik (x_i − μ_k)² = Σ_i (Σ_k r_ik) x_i² − 2 Σ_k μ_k ⊙ (rᵀx)_k + Σ_k mass_k μ_k²
+    spread = squares - 2 * (means * weighted).sum(0) + (mass[:, None] * means * means).sum(0)
+    return means, (spread / total).clamp_min(1e-12)
 
 
 def update_assignments(
     fixed: torch.Tensor, graph: torch.Tensor, z: torch.Tensor, iterations: int, scratch: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The BMM z-step: z_i ← softmax(fixed_i + Σ_j w_ij z_j), ``iterations`` times, in place on ``z``.
+    """The z-update: z ← softmax(fixed + graph z), ``iterations`` times, in place on ``z``.
 
     Both (N, C) products are written into existing buffers: allocating fresh 50 000 × 1000 tensors every
-    step costs more (page faults) than the arithmetic.
+    sweep costs more (page faults) than the arithmetic.
 
     Args:
-        fixed: (N, C) λ log ŷ + β log p (up to per-image constants);
-        graph: (N, N) sparse CSR affinity w;
-        z: (N, C) current assignments, overwritten;
+        fixed: (N, C) λ log ŷ + ℓ/50 (+ the shots' graph term), up to per-image constants;
+        graph: (N, N) sparse CSR (W + Wᵀ)/(2k); z: (N, C) current assignments, overwritten;
         scratch: optional (N, C) buffer.
     Returns:
         ``z``, updated.
@@ -100,13 +137,69 @@ def update_assignments(
     return z
 
 
-def affinity_graph(x: torch.Tensor, k: int, exact_max: int, sketch_dim: int = 256) -> torch.Tensor:
-    """Sparse (N, N) w_ij = x_iᵀ x_j for the k nearest neighbours j of each i (row i holds i's neighbours)."""
+def _search(x: torch.Tensor, k: int, exact_max: int, queries: torch.Tensor | None = None):
+    return knn(x, k, sketch_dim=None if x.shape[0] <= exact_max else 256, queries=queries)
+
+
+def neighbour_graph(x: torch.Tensor, k: int, exact_max: int) -> torch.Tensor:
+    """Sparse CSR (N, N) (W + Wᵀ)/(2k), W_ij = x_iᵀx_j for the k nearest neighbours j of each i (raw cosines)."""
     n = x.shape[0]
-    sims, idx = knn(x, k, sketch_dim=None if n <= exact_max else sketch_dim)
+    sims, idx = _search(x, k, exact_max)
     rows = torch.arange(n).repeat_interleave(idx.shape[1])
-    indices = torch.stack([rows, idx.reshape(-1)])
-    return to_csr(torch.sparse_coo_tensor(indices, sims.reshape(-1), (n, n), check_invariants=False).coalesce())
+    cols, values = idx.reshape(-1), sims.reshape(-1) / (2 * k)
+    both = torch.sparse_coo_tensor(
+        torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])]), torch.cat([values, values]), (n, n),
+        check_invariants=False,
+    )  # fmt: skip
+    return to_csr(both.coalesce())
+
+
+def shot_graph_term(x: torch.Tensor, shots: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int,
+                    exact_max: int) -> torch.Tensor:  # fmt: skip
+    """(1/(2k)) W_SQᵀ Y_S: what the fixed one-hot shots send, through their k nearest queries, to each query.
+
+    Args:
+        x: (N, D) queries; shots: (S, D); labels: (S,).
+    Returns:
+        (N, C).
+    """
+    sims, idx = _search(x, k, exact_max, queries=shots)  # (S, k) each shot's nearest queries
+    out = x.new_zeros(x.shape[0], num_classes)
+    flat_cols = idx.reshape(-1) * num_classes + labels.repeat_interleave(idx.shape[1])
+    return out.view(-1).index_add_(0, flat_cols, sims.reshape(-1) / (2 * k)).view_as(out)
+
+
+@torch.no_grad()
+def solve(
+    x: torch.Tensor,
+    prior: torch.Tensor,
+    graph: torch.Tensor,
+    z: torch.Tensor,
+    means: torch.Tensor,
+    variance: torch.Tensor,
+    passes: int = 11,
+    z_iterations: int = 5,
+    gmm_weight: float = 1 / GMM_TEMPERATURE,
+    shots: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The official schedule: ``passes`` z-updates, with a μ/σ² update between consecutive ones.
+
+    Args:
+        x: (N, D) unit features; prior: (N, C) the fixed part λ log ŷ (+ the shots' graph term);
+        graph: (N, N) CSR (W + Wᵀ)/(2k); z: (N, C) assignments (updated in place); means: (C, D);
+        variance: (D,); shots: optional ((S, D) features, (S, C) weighted one-hot responsibilities).
+    Returns:
+        z, means, variance, and the (N,) argmax of z after every z-update.
+    """
+    fixed, scratch = torch.empty_like(z), torch.empty_like(z)  # reused (N, C) buffers
+    predictions = []
+    for step in range(passes):
+        class_log_likelihood(x, means, variance, gmm_weight, out=fixed).add_(prior)
+        update_assignments(fixed, graph, z, z_iterations, scratch)
+        predictions.append(z.argmax(1))
+        if step < passes - 1:
+            means, variance = update_gaussians(x, z, shots)
+    return z, means, variance, predictions
 
 
 @register_method
@@ -114,37 +207,87 @@ def affinity_graph(x: torch.Tensor, k: int, exact_max: int, sketch_dim: int = 25
 class TransCLIPZeroShot(Method):
     name = "transclip"
     setting = "transductive"
-    summary = "TransCLIP-ZS: Gaussian mixture + kNN Laplacian + KL to zero-shot, solved by BMM (baseline)"
+    summary = "TransCLIP-ZS: Gaussian mixture + kNN Laplacian + KL to zero-shot, the official solver (baseline)"
 
     text_weight: float = 1.0  # λ
-    gmm_weight: float = 0.02  # β, see the module docstring
+    gmm_weight: float = 1 / GMM_TEMPERATURE  # ℓ is divided by 50
     neighbours: int = 3
-    outer_iterations: int = 10
+    passes: int = 11  # z-updates; a μ/σ² update between consecutive ones
     z_iterations: int = 5
-    init_top: int = 8  # μ_k starts at the mean of the init_top images most confidently predicted as k
+    init_top: int = 8  # μ_k starts from the init_top images of largest z_ik
     exact_knn_max: int = 20000  # above this many images, kNN candidates come from a 256-d principal subspace
 
     @torch.no_grad()
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         x, text = target.normalised()
-        n, dim = x.shape
         log_zeroshot = torch.log_softmax(100.0 * x @ text.T, dim=1)  # (N, C)
         z = log_zeroshot.exp()
-        top = z.topk(min(self.init_top, n), dim=0).indices  # (init_top, C)
-        means = x[top].mean(0)  # (C, D)
-        variance = torch.full((dim,), 1.0 / dim)
-        graph = affinity_graph(x, self.neighbours, self.exact_knn_max)
-        log_prior = self.text_weight * log_zeroshot
-        fixed, scratch = torch.empty_like(z), torch.empty_like(z)  # reused (N, C) buffers
-        agreement = []
-        for _ in range(self.outer_iterations):
-            class_log_likelihood(x, means, variance, self.gmm_weight, out=fixed).add_(log_prior)
-            update_assignments(fixed, graph, z, self.z_iterations, scratch)
-            means, variance = update_gaussians(x, z)
-            agreement.append(float((z.argmax(1) == log_zeroshot.argmax(1)).float().mean()))
+        graph = neighbour_graph(x, self.neighbours, self.exact_knn_max)
+        means, variance = initial_means(x, z, self.init_top), torch.full((x.shape[1],), 1.0 / x.shape[1])
+        z, means, _, predictions = solve(
+            x, self.text_weight * log_zeroshot, graph, z, means, variance, self.passes, self.z_iterations,
+            self.gmm_weight,
+        )  # fmt: skip
+        return self._fit(target, z, means, log_zeroshot, predictions)
+
+    def _fit(self, target: FeatureSet, z: torch.Tensor, means: torch.Tensor, log_zeroshot: torch.Tensor,
+             predictions: list[torch.Tensor], extra: dict | None = None) -> Fit:  # fmt: skip
         # New images (inductive use): the class means as cosine prototypes.
         classifier = Classifier(
-            F.normalize(means, dim=1), target.class_names, 100.0, method=self.name, hparams=self.hparams()
+            means, target.class_names, 100.0, method=self.name, hparams={**self.hparams(), **(extra or {})}
         )
-        history = {"agreement_with_zeroshot": agreement}
+        zeroshot = log_zeroshot.argmax(1)
+        history = {"agreement_with_zeroshot": [float((p == zeroshot).float().mean()) for p in predictions]}
         return Fit(classifier, target_logits=z.clamp_min(1e-30).log(), history=history)
+
+
+@register_method
+@dataclass
+class TransCLIPFewShot(TransCLIPZeroShot):
+    name = "transclip-fs"
+    setting = "few-shot"
+    label_free = False
+    summary = "TransCLIP-FS: the shots join the Gaussian mixture and the graph, γ chosen on validation"
+
+    text_weight: float = 0.5  # λ in few-shot
+    gammas: str = "0.002,0.01,0.02,0.2"  # weight of the shots, searched in this order without resets
+
+    @torch.no_grad()
+    def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
+        require_labelled(self.name, support, validation)
+        assert support is not None and validation is not None and support.labels is not None
+        assert validation.labels is not None
+        try:
+            gammas = [float(g) for g in self.gammas.split(",")]
+        except ValueError:
+            raise ClipAdaptError(f"transclip-fs: gammas must be comma-separated numbers, not {self.gammas!r}") from None
+        x, text = target.normalised()
+        shots, labels = support.normalised()[0], support.labels  # one un-augmented view per shot
+        num_classes = text.shape[0]
+        log_zeroshot = torch.log_softmax(100.0 * x @ text.T, dim=1)
+        z = log_zeroshot.exp()
+        graph = neighbour_graph(x, self.neighbours, self.exact_knn_max)
+        prior = self.text_weight * log_zeroshot + shot_graph_term(
+            x, shots, labels, num_classes, self.neighbours, self.exact_knn_max
+        )
+        means, variance = shot_means(shots, labels, num_classes), torch.full((x.shape[1],), 1.0 / x.shape[1])
+        nearest_query = _search(x, 1, self.exact_knn_max, queries=validation.normalised()[0])[1][:, 0]
+        one_hot = F.one_hot(labels, num_classes).float()
+        best: tuple[float, float, torch.Tensor, torch.Tensor, list] | None = None
+        validation_acc = []
+        for gamma in gammas:  # z, μ and σ² carry over from one γ to the next, as in the official solver
+            # the official weights: γ·50/|S| per shot against 1/|Q| per query; here both times |Q|
+            weight = gamma * GMM_TEMPERATURE * x.shape[0] / shots.shape[0]
+            z, means, variance, predictions = solve(
+                x, prior, graph, z, means, variance, self.passes, self.z_iterations, self.gmm_weight,
+                shots=(shots, weight * one_hot),
+            )  # fmt: skip
+            acc = float((z[nearest_query].argmax(1) == validation.labels).float().mean())
+            validation_acc.append(acc)
+            if best is None or acc > best[1]:
+                best = (gamma, acc, z.clone(), means.clone(), predictions)
+        assert best is not None
+        gamma, acc, z, means, predictions = best
+        fit = self._fit(target, z, means, log_zeroshot, predictions, {"gamma": gamma, "validation_acc1": acc})
+        fit.history["validation_acc1_per_gamma"] = validation_acc
+        return fit
