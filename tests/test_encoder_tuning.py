@@ -12,7 +12,14 @@ from clipadapt.errors import MethodUnavailable
 from clipadapt.evaluation.runner import fit_and_predict, run_method
 from clipadapt.methods import build_method
 from clipadapt.methods.encoder import layernorm_names, tuned
-from clipadapt.methods.fair import adaptive_weight, alignment_scores, crop_weights, fairness_loss, random_crops
+from clipadapt.methods.fair import (
+    adaptive_weight,
+    alignment_scores,
+    crop_weights,
+    fairness_loss,
+    moving_average,
+    random_crops,
+)
 from clipadapt.methods.reclip import shared_labels
 
 # -- pure pieces ----------------------------------------------------------------------------------------
@@ -25,10 +32,35 @@ def test_label_sharing_keeps_exactly_the_agreed_samples():
     assert shared_labels(vision, text, sharing=False).tolist() == list(range(6))
 
 
-def test_adaptive_weight_matches_a_hand_computed_case():
-    scores = torch.tensor([[0.10, 0.50, 0.30], [0.2, 0.2, 0.1]])
-    # S1 = 0.5, S2 = 0.3 → 0.5 · 0.2; a tie gives 0
-    assert torch.allclose(adaptive_weight(scores), torch.tensor([0.1, 0.0]))
+def test_adaptive_weight_matches_hand_computed_cases():
+    scores = torch.tensor([[0.30, 0.31, 0.29], [0.2, 0.2, 0.1]])
+    # probabilities softmax(100 ψ) = softmax([30, 31, 29]) ∝ (e⁻¹, 1, e⁻²): S1 = 1/Z, S2 = e⁻¹/Z; a tie gives 0
+    z = 1 + math.exp(-1) + math.exp(-2)
+    assert torch.allclose(adaptive_weight(scores), torch.tensor([(1 / z) * (1 - math.exp(-1)) / z, 0.0]))
+    # the other readings of "the top-2 logits": 100 ψ, or ψ itself (S1 = 0.31, S2 = 0.30)
+    assert torch.allclose(adaptive_weight(scores, "logits"), torch.tensor([31.0, 0.0]))
+    assert torch.allclose(adaptive_weight(scores, "cosines"), torch.tensor([0.31 * 0.01, 0.0]))
+
+
+def test_adaptive_weight_on_probabilities_is_a_confidence_in_0_1_not_a_vanishing_factor():
+    g = torch.Generator().manual_seed(0)
+    scores = 0.25 + 0.02 * torch.randn(256, 10, generator=g)  # crop-weighted cosines: small top-2 gaps
+    gamma = adaptive_weight(scores)
+    assert gamma.min() >= 0 and gamma.max() <= 1
+    assert gamma.mean() > 0.1, "the self-training term must not be switched off"
+    assert adaptive_weight(scores, "cosines").mean() < 0.01, "the raw-cosine reading is of order 1e-3"
+    certain = torch.tensor([[0.9, 0.1, 0.1]])
+    assert torch.allclose(adaptive_weight(certain), torch.ones(1))
+
+
+def test_fairness_average_moves_halfway_and_only_the_batch_gets_gradients():
+    past = torch.tensor([0.6, 0.4], requires_grad=True)
+    batch = torch.tensor([0.2, 0.8], requires_grad=True)
+    mean = moving_average(past, batch, 0.5)
+    assert torch.allclose(mean, torch.tensor([0.4, 0.6]))
+    mean.sum().backward()
+    assert past.grad is None and torch.allclose(batch.grad, torch.full((2,), 0.5))
+    assert moving_average(None, batch, 0.5) is batch, "each epoch starts from its first batch"
 
 
 def test_crop_weights_are_cosines_over_their_sum_not_a_softmax():
@@ -132,6 +164,18 @@ def test_the_tuned_classifier_saves_reloads_and_reproduces_its_target_logits(ima
     assert all(torch.equal(v, fit.classifier.layernorm_state[k]) for k, v in reloaded.layernorm_state.items())
     again = reloaded.image_logits(features.encoder, features.normalised()[0])
     assert torch.allclose(again, fit.target_logits, atol=1e-4)
+
+
+def test_fair_history_has_both_loss_terms_and_gamma_for_every_epoch(image_folder):
+    from clipadapt.backbones import load_backbone
+
+    features = _features(load_backbone("toyclip", device="cpu"), image_folder)
+    record = run_method(features, "fair", hparams={"epochs": 2, "crops": 3, "batch_size": 8})
+    history = record["history"]
+    assert len(history["loss_self_training"]) == len(history["loss_fairness"]) == len(history["gamma_mean"]) == 2
+    for st, fair, total in zip(history["loss_self_training"], history["loss_fairness"], history["loss"], strict=True):
+        assert st > 0 and fair > 0 and math.isclose(st + fair, total, rel_tol=1e-5)
+    assert all(0 < g <= 1 for g in history["gamma_mean"])
 
 
 def test_encoder_methods_need_images_not_a_feature_file():

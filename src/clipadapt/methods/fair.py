@@ -3,26 +3,42 @@ Algorithm 1, supplementary 6.1).
 
 Class Description Anchors Z* (C × D) start as each class's mean description embedding (a CuPL-style
 ``descriptions`` file, else the run's prompts); the text encoder is not used again. For every batch,
-without gradients, from the weak view x (the backbone's own resize + centre crop):
+without gradients, from the weak view x (the backbone's own resize + centre crop, the paper's CenterCrop):
 
 - N = 16 square crops of side λ·min(W, H), λ ~ U(0.5, 0.9), resized to the input size (Eq. 6);
 - crop weights w̃_i = cos(CLS, CLS_i) / Σ_l cos(CLS, CLS_l), the [CLS] tokens of the image and its crops,
   *not* a softmax (Eq. 12); the k = 4 crops of largest weight are kept (Eq. 13);
 - the learned alignment score ψ_j = Σ_{i ∈ top-k} w̃_i cos(f_i, Z*_j) (Eq. 14), pseudo-label ŷ = argmax ψ,
-  and the adaptive weight γ = S₁ (S₁ − S₂) of the two largest scores (Eq. 16).
+  and the adaptive weight γ = S₁ (S₁ − S₂) (Eq. 16) of the two largest *probabilities* softmax(100 ψ).
 
-Then, with gradients, on a strongly augmented view A(x) (RandomResizedCrop, flip, RandAugment):
-p = softmax(100 · cos(E_v(A(x)), Z*)), L = mean γ·CE(p, ŷ) − (1/C) Σ_j log p̄_j with p̄ the batch mean of
-p (the fairness term, Eq. 17 and after). AdamW (lr 1e-4) with a cosine schedule on the vision LayerNorms
-and Z*, batch 32, 15 epochs; the last epoch's model is reported. Inference: 100 · cos(E_v(x), Z*).
+Why probabilities (``gamma_scores``): Algorithm 1 takes S from "the top-2 logits" of ψ, and CLIP's logits
+of a cosine score are 100·ψ, the scale at which the paper's own p_A(x) = softmax(sim(·)) is read; §3.4 calls
+γ a confidence that "down-weights uncertain pseudo-labels"; and DPA, the code FAIR extends (same authors,
+facts sheet §2), weights its pseudo-labels by ratios of softmax probabilities at logit scale 100, values in
+[0, 1]. So γ ∈ [0, 1], 1 for a certain pseudo-label. On raw cosines (``gamma_scores="cosines"``, this
+module's earlier default) γ is of order 1e-3 and the self-training term is switched off; on raw logits
+(``"logits"``) it is of order 10–100 and the fairness term, weighted equally in L = L_st + L_reg, vanishes.
+
+Then, with gradients, on a strongly augmented view A(x) (DPA's: RandomResizedCrop with scale 0.3–1 and
+bicubic resizing, flip, timm's RandAugment ``rand-m9-mstd0.5-inc1``): p = softmax(100 · cos(E_v(A(x)), Z*)),
+
+    L = mean_batch γ·CE(p, ŷ)  −  (1/C) Σ_j log p̄_j,     p̄ ← ½ (p̄.detach() + mean_batch p)
+
+(Eq. 17 and the fairness term after Eq. 15: p̄ is "a moving average of the model's predictions … across the
+batch"; the paper gives no rate, so p̄ follows the same group's code, microCLIP's ``wca_baseline``: rate ½,
+reset at each epoch's first batch, the past detached). AdamW, lr 1e-4 with a per-iteration cosine schedule
+to 2e-6, weight decay 0.1 on the LayerNorm weights and the anchors and 0 on the biases (DPA's, where the
+paper gives none), batch 32, 15 epochs, on the vision LayerNorms and Z*; the last epoch's model is reported.
+Inference: 100 · cos(E_v(x), Z*). The result's ``history`` holds both loss terms per epoch
+(``loss_self_training``, ``loss_fairness``) and the mean γ (``gamma_mean``).
 
 Ablations (Table 3): ``las=False`` scores crops against the initial anchors (a fixed alignment score, as
 LaFTer); ``weighting=False`` sets γ = 1; ``pseudo_view="global"`` takes pseudo-labels from the weak view's
-embedding instead of crops (FAIR-g).
+embedding instead of crops (FAIR-g). ``fairness_momentum=0`` takes p̄ from the current batch only (DPA).
 
-Deviations (README): the logit scale of p is CLIP's 100 (the paper writes sim(·) without one); p̄ is the
-mean over the batch (the paper says a moving average without its rate); crops are cut from the
-preprocessed weak view (any position, real-valued side) and resized bilinearly, all B·N at once.
+Departures (docs/faithfulness.md): the logit scale of p is CLIP's 100 (the paper writes sim(·) without
+one); crops are cut from the preprocessed weak view (any position, real-valued side) and resized
+bilinearly, all B·N at once.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms
 from torchvision.ops import roi_align
 
@@ -93,8 +110,21 @@ def alignment_scores(crop_features: torch.Tensor, anchors: torch.Tensor, weights
     return torch.einsum("bn,bnc->bc", kept, cos)
 
 
-def adaptive_weight(scores: torch.Tensor) -> torch.Tensor:
-    """FAIR's Eq. 16: (B, C) scores → (B,) γ = S₁ (S₁ − S₂) of the largest two."""
+GAMMA_SCORES = ("probabilities", "logits", "cosines")
+
+
+def adaptive_weight(scores: torch.Tensor, read_as: str = "probabilities") -> torch.Tensor:
+    """FAIR's Eq. 16: (B, C) alignment scores ψ → (B,) γ = S₁ (S₁ − S₂) of the largest two S.
+
+    S are the scores read as ``probabilities`` softmax(100 ψ) (γ ∈ [0, 1]; the module docstring says why),
+    ``logits`` 100 ψ, or the raw ``cosines`` ψ.
+    """
+    if read_as == "probabilities":
+        scores = (100.0 * scores).softmax(dim=1)
+    elif read_as == "logits":
+        scores = 100.0 * scores
+    elif read_as != "cosines":
+        raise ClipAdaptError(f"fair: gamma_scores must be one of {', '.join(GAMMA_SCORES)}, not {read_as!r}")
     top2 = scores.topk(2, dim=1).values
     return top2[:, 0] * (top2[:, 0] - top2[:, 1])
 
@@ -104,13 +134,21 @@ def fairness_loss(mean_probs: torch.Tensor) -> torch.Tensor:
     return -mean_probs.clamp_min(1e-12).log().mean()
 
 
+def moving_average(previous: torch.Tensor | None, batch: torch.Tensor, momentum: float) -> torch.Tensor:
+    """p̄ ← m · p̄ + (1 − m) · batch mean, the past detached (only this batch's predictions get gradients);
+    the batch itself when there is no past (each epoch's first batch). (C,) → (C,)."""
+    return batch if previous is None else momentum * previous.detach() + (1 - momentum) * batch
+
+
 def strong_augmentation(backbone: Backbone) -> transforms.Compose:
-    """RandomResizedCrop to the input size, horizontal flip, RandAugment, then the backbone's preprocessing."""
-    size = backbone.image_size
-    return transforms.Compose(
-        [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.RandAugment(),
-         backbone.preprocess]
+    """DPA's strong view: RandomResizedCrop to the input size (scale 0.3–1, bicubic), flip, timm's RandAugment
+    ``rand-m9-mstd0.5-inc1``, then the backbone's preprocessing (whose resize and crop leave an image of the
+    input size as it is)."""
+    geometric, rand_augment, _ = transforms_imagenet_train(
+        backbone.image_size, scale=(0.3, 1.0), hflip=0.5, color_jitter=0.0, auto_augment="rand-m9-mstd0.5-inc1",
+        interpolation="bicubic", separate=True,
     )  # fmt: skip
+    return transforms.Compose([geometric, rand_augment, backbone.preprocess])
 
 
 class WeakAndStrong:
@@ -134,7 +172,8 @@ class FAIR(Method):
     epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-4
-    weight_decay: float = 0.01  # AdamW's default; the paper does not give one
+    min_lr: float = 2e-6  # end of the per-iteration cosine schedule (DPA's; the paper gives none)
+    weight_decay: float = 0.1  # on LayerNorm weights and anchors, 0 on biases (DPA's; the paper gives none)
     crops: int = 16  # N
     top_k: int = 4  # k
     crop_scale_min: float = 0.5  # λ ~ U(min, max), as WCA
@@ -142,6 +181,8 @@ class FAIR(Method):
     descriptions: str = ""  # CuPL-style JSON {class: [sentences]}; empty: the run's prompts
     las: bool = True  # False: the alignment score uses the initial anchors (Table 3, "w/o LAS")
     weighting: bool = True  # False: γ = 1 (Table 3, "w/o weight")
+    gamma_scores: str = "probabilities"  # what S of γ = S₁(S₁ − S₂) are: probabilities, logits or cosines
+    fairness_momentum: float = 0.5  # p̄ ← m·p̄ + (1 − m)·batch mean, reset every epoch; 0: the batch mean
     pseudo_view: str = "crops"  # "global": pseudo-labels from the weak view itself (FAIR-g)
     grad_checkpointing: bool = False
     inductive: bool = False  # adapt on the train split, score the test split
@@ -156,14 +197,23 @@ class FAIR(Method):
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))  # follows the run's seed
         names = layernorm_names(backbone, ["vision"])
         steps_per_epoch = math.ceil(len(target) / self.batch_size)
-        history: dict[str, list] = {"loss": [], "agreement": [], "pseudo_labels": []}
+        series = ("loss", "loss_self_training", "loss_fairness", "gamma_mean", "agreement")
+        history: dict[str, list] = {key: [] for key in (*series, "pseudo_labels")}
         with checkpointing(backbone, self.grad_checkpointing), tuning(backbone, ["vision"]) as params:
-            optimiser = torch.optim.AdamW([*params, anchors], lr=self.lr, weight_decay=self.weight_decay)
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, self.epochs * steps_per_epoch)
+            decayed = [p for name, p in zip(names, params, strict=True) if not name.endswith("bias")]
+            biases = [p for name, p in zip(names, params, strict=True) if name.endswith("bias")]
+            optimiser = torch.optim.AdamW(
+                [{"params": [*decayed, anchors], "weight_decay": self.weight_decay},
+                 {"params": biases, "weight_decay": 0.0}], lr=self.lr,
+            )  # fmt: skip
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimiser, self.epochs * steps_per_epoch, eta_min=self.min_lr
+            )
             bar = progress(range(self.epochs), desc="fair", unit="epoch")
             for _ in bar:
                 pseudo = torch.full((len(target),), -1, dtype=torch.long)
-                total = agree = 0.0
+                sums = dict.fromkeys(series, 0.0)
+                mean_probs = None  # p̄, reset every epoch
                 for rows, (weak, strong) in encoder.loader(WeakAndStrong(backbone), shuffle=True,
                                                            batch_size=self.batch_size):  # fmt: skip
                     label, gamma = self.pseudo_labels(backbone, weak.to(device),
@@ -171,18 +221,21 @@ class FAIR(Method):
                     with torch.enable_grad(), autocast(device, backbone.precision):
                         v = backbone.image_forward(strong.to(device)).float()
                         logits = 100.0 * F.normalize(v, dim=-1) @ F.normalize(anchors, dim=-1).T
-                        probs = logits.softmax(dim=-1)
-                        ce = F.cross_entropy(logits, label, reduction="none")
-                        loss = (gamma * ce).mean() + fairness_loss(probs.mean(0))
+                        mean_probs = moving_average(mean_probs, logits.softmax(dim=-1).mean(0), self.fairness_momentum)
+                        self_training = (gamma * F.cross_entropy(logits, label, reduction="none")).mean()
+                        fairness = fairness_loss(mean_probs)
+                        loss = self_training + fairness
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
                     schedule.step()
                     pseudo[rows] = label.cpu()
-                    total += float(loss.detach()) * len(rows)
-                    agree += float((logits.argmax(1) == label).sum())
-                history["loss"].append(total / len(target))
-                history["agreement"].append(agree / len(target))
+                    for key, value in (("loss", loss), ("loss_self_training", self_training),
+                                       ("loss_fairness", fairness), ("gamma_mean", gamma.mean())):  # fmt: skip
+                        sums[key] += float(value.detach()) * len(rows)
+                    sums["agreement"] += float((logits.argmax(1) == label).sum())
+                for key in series:
+                    history[key].append(sums[key] / len(target))
                 history["pseudo_labels"].append(pseudo.tolist())
                 bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", agreement=f"{history['agreement'][-1]:.2f}")
             state = layernorm_state(backbone, names)
@@ -210,7 +263,7 @@ class FAIR(Method):
                 crop_features, crop_cls = backbone.image_forward_with_cls(crops.flatten(0, 1))
                 weights = crop_weights(cls.float(), crop_cls.float().view(b, self.crops, -1))
                 scores = alignment_scores(crop_features.float().view(b, self.crops, -1), anchors, weights, self.top_k)
-        gamma = adaptive_weight(scores) if self.weighting else torch.ones(len(scores), device=scores.device)
+        gamma = adaptive_weight(scores, self.gamma_scores) if self.weighting else torch.ones_like(scores[:, 0])
         return scores.argmax(dim=1), gamma
 
     def _anchors(self, target: FeatureSet) -> torch.Tensor:
