@@ -8,7 +8,7 @@ from clipadapt.errors import ClipAdaptError
 from clipadapt.evaluation.fewshot import sample_few_shot
 from clipadapt.evaluation.runner import MethodUnavailable, fit_and_predict, run_method
 from clipadapt.methods import build_method
-from clipadapt.methods.cmm import alpha_grid, hardest_negative_triplet, warmup_cosine
+from clipadapt.methods.cmm import ALPHAS, fused_log_probs, hardest_negative_triplet, validation_score, warmup_cosine
 from clipadapt.methods.supervised import search, training_samples
 from helpers import as_featureset, make_modality_gap
 
@@ -113,13 +113,52 @@ def test_cmm_ablations_run(hparams: dict) -> None:
     assert record["hparams"]["alpha"] == 1.0 or hparams != {"search_alpha": False}
 
 
-def test_cmm_alpha_ties_go_to_the_training_value() -> None:
-    """The paper trains at α = 1 and searches 0.1…2.0 on validation; ties keep the α nearest 1."""
-    grid = alpha_grid()
-    assert sorted(grid) == [round(0.1 * i, 6) for i in range(1, 21)]
-    assert search(grid, lambda a: 1.0) == (1.0, 1.0)  # saturated validation: the training value
-    assert search(grid, lambda a: float(a < 0.75)) == (0.7, 1.0)  # nearest to 1 among the best
-    # a well-separated problem saturates validation accuracy for every α
-    features = as_featureset(make_modality_gap(n=600, text_noise=0.0))
-    record = run_method(features, "cmm", seed=0, shots=4, hparams={"iterations": 300})
-    assert record["hparams"]["validation_acc1"] == 1.0 and record["hparams"]["alpha"] == 1.0
+def test_cmm_fuses_probabilities_not_logits() -> None:
+    """Eq. 9: α · p_cmm + p_clip; the classifier's logits are the log of that fusion, normalised."""
+    g = torch.Generator().manual_seed(0)
+    cmm, clip = torch.randn(5, 4, generator=g) * 10, torch.randn(5, 4, generator=g) * 10
+    fused = fused_log_probs(cmm.log_softmax(1), clip.log_softmax(1), 0.3).exp()
+    assert torch.allclose(fused, (0.3 * cmm.softmax(1) + clip.softmax(1)) / 1.3, atol=1e-6)
+    assert torch.allclose(fused.sum(1), torch.ones(5))
+    # two branches that split their mass differently: adding logits favours class 1, fusing probabilities class 0
+    cmm, clip = torch.tensor([[0.0, 3.5, 3.5]]), torch.tensor([[3.0, 0.0, 0.0]])
+    assert (cmm + clip).argmax() == 1 and fused_log_probs(cmm.log_softmax(1), clip.log_softmax(1), 1.0).argmax() == 0
+    assert torch.allclose(fused_log_probs(cmm.log_softmax(1), None, 0.3), cmm.log_softmax(1))
+
+
+def test_cmm_classifier_and_training_loss_use_the_fused_probabilities() -> None:
+    features = as_featureset(make_modality_gap(n=300))
+    prediction = fit_and_predict(features, build_method("cmm", {"iterations": 50}), seed=0, shots=2)
+    classifier = prediction.classifier
+    x = torch.nn.functional.normalize(prediction.test.image_features, dim=-1)
+    p_cmm = (100 * torch.nn.functional.normalize(x + x @ classifier.mapping.T, dim=-1)
+             @ torch.nn.functional.normalize(classifier.texts, dim=-1).T).softmax(1)  # fmt: skip
+    p_clip = (100 * x @ classifier.weights.T).softmax(1)
+    alpha = classifier.alpha
+    assert torch.allclose(classifier.logits(prediction.test.image_features).exp(),
+                          (alpha * p_cmm + p_clip) / (1 + alpha), atol=1e-5)  # fmt: skip
+
+
+def test_cmm_alpha_search_takes_the_best_accuracy_then_the_lowest_validation_nll() -> None:
+    from clipadapt.evaluation.fewshot import few_shot_sets
+
+    labels = torch.tensor([0, 1])
+    candidates = {
+        "wrong": torch.tensor([[0.4, 0.6], [0.2, 0.8]]).log(),  # top-1 0.5
+        "hesitant": torch.tensor([[0.6, 0.4], [0.4, 0.6]]).log(),  # top-1 1.0, NLL 0.51
+        "confident": torch.tensor([[0.9, 0.1], [0.2, 0.8]]).log(),  # top-1 1.0, NLL 0.16
+    }
+    assert search(list(candidates), lambda k: validation_score(candidates[k], labels))[0] == "confident"
+    assert search(ALPHAS, lambda a: (1.0, 0.0))[0] == 0.1, "exact ties: the smaller α"
+    # end to end: the chosen α is the rule's argmax over the grid, recomputed from the fitted classifier
+    features = as_featureset(make_modality_gap(n=600))
+    prediction = fit_and_predict(features, build_method("cmm", {"iterations": 300}), seed=0, shots=4)
+    _, validation, _ = few_shot_sets(features, 4, 0)
+    chosen = prediction.classifier.alpha
+    scores = {}
+    for alpha in ALPHAS:
+        prediction.classifier.alpha = alpha
+        scores[alpha] = validation_score(prediction.classifier.logits(validation.image_features), validation.labels)
+    best = max(scores.values())
+    assert chosen == min(a for a, v in scores.items() if v == best)
+    assert prediction.classifier.hparams["validation_nll"] == pytest.approx(-best[1])

@@ -2,20 +2,25 @@
 
 A residual linear map takes the normalised image feature into the text space, v' = W v̂ + v̂ (W is d × d,
 no bias, initialised to zero so that training starts from zero-shot), and a learnable class text matrix
-T starts from the prompt-ensemble prototypes. With v'' = v'/‖v'‖ and t̂_j = T_j/‖T_j‖:
+T starts from the prompt-ensemble prototypes. With v'' = v'/‖v'‖ and t̂_j = T_j/‖T_j‖, the two class
+distributions of §3.3 are
 
-    logits_cmm = 100 · v'' t̂ᵀ             (τ = CLIP's 0.01)
-    logits     = α · logits_cmm + 100 · v̂ t̂₀ᵀ   (t̂₀ the frozen zero-shot prototypes)
-    loss       = cross-entropy(logits at α = 1) + mean_i max(0, D_i,y − min_{j≠y} D_i,j + margin)
+    p_cmm  = softmax(100 · v'' t̂ᵀ)      (Eq. 5, τ = CLIP's 0.01)
+    p_clip = softmax(100 · v̂ t̂₀ᵀ)       (zero-shot CLIP, t̂₀ the frozen prototypes)
 
-with the triplet on cosine distances D_ij = 1 − v̂_i·t̂_j between the image feature *before* the mapping
-(as the paper's §3.2 states) and the learnable class texts, hardest negative class, margin 1.0. AdamW
-(lr 1e-4, weight decay 1e-4), batch 8, 16 000 iterations, linear warm-up then cosine annealing to 1e-5.
-At inference α is searched on the validation split over 0.1, 0.2, …, 2.0.
+and §3.3 "linearly combine[s] the two probability distributions": P = α · p_cmm + p_clip (Eq. 9). Training
+(α = 1) minimises −mean log P_y (Eq. 10, the log of the fused output) plus the triplet
+mean_i max(0, D_i,y − min_{j≠y} D_i,j + margin) on cosine distances D_ij = 1 − v̂_i·t̂_j between the image
+feature *before* the mapping (§3.2) and the learnable class texts, hardest negative class, margin 1.0.
+AdamW (lr 1e-4, weight decay 1e-4), batch 8, 16 000 iterations, linear warm-up then cosine to 1e-5. At
+inference α is searched on the validation split over 0.1, 0.2, …, 2.0; the classifier's logits are
+log(P / (1 + α)), so that their softmax is the fused distribution itself.
 
-Choices the paper leaves open, and deviations (documented in the README):
-- ties in the α search go to the α nearest the training value 1 (the operating point W and T were fitted
-  at), then to the smaller; with a handful of validation images per class many α reach the same accuracy;
+α ties (the paper does not say): among the α of best validation top-1, the one whose normalised fusion
+gives the validation labels the lowest negative log-likelihood, then the smaller α. The rule and its
+principle were written down (docs/faithfulness.md) before any result of this fusion was looked at.
+
+Choices the paper leaves open, and departures (docs/faithfulness.md):
 - the paper warms up for "50 epochs", which for a large support set is longer than its 16 000
   iterations; warm-up here is min(50 epochs, 10 % of the iterations);
 - augmented training images are the stored views of the support images: the paper's flip of every
@@ -23,8 +28,8 @@ Choices the paper leaves open, and deviations (documented in the README):
   and a feature file without views trains on the images alone;
 - W starts at zero (the paper does not say; zero keeps the start equal to zero-shot).
 
-Ablations (Table 5 and 6): ``clip_logits=False`` drops the CLIP term, ``search_alpha=False`` keeps α = 1,
-``triplet=False`` drops the triplet loss, ``mapping=False`` drops W.
+Ablations (Table 5 and 6): ``clip_logits=False`` drops p_clip (P = p_cmm), ``search_alpha=False`` keeps
+α = 1, ``triplet=False`` drops the triplet loss, ``mapping=False`` drops W.
 """
 
 from __future__ import annotations
@@ -38,14 +43,7 @@ import torch.nn.functional as F
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
-from clipadapt.methods.supervised import (
-    accuracy,
-    augmentation,
-    linspace_grid,
-    require_labelled,
-    search,
-    training_samples,
-)
+from clipadapt.methods.supervised import augmentation, linspace_grid, require_labelled, search, training_samples
 
 
 def hardest_negative_triplet(distances: torch.Tensor, labels: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
@@ -64,6 +62,14 @@ def hardest_negative_triplet(distances: torch.Tensor, labels: torch.Tensor, marg
 def cmm_logits(x: torch.Tensor, mapping: torch.Tensor | None, texts: torch.Tensor) -> torch.Tensor:
     """100 · cos(W x̂ + x̂, T): (B, D) normalised features, (D, D) W or None, (C, D) T → (B, C)."""
     return 100.0 * cosines(map_features(x, mapping), texts)
+
+
+def fused_log_probs(log_cmm: torch.Tensor, log_clip: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """log of the normalised fusion (α · p_cmm + p_clip) / (1 + α) (Eq. 9), from (B, C) log-probabilities;
+    log p_cmm itself without the CLIP branch. Computed in the log domain (no underflow at scale 100)."""
+    if log_clip is None:
+        return log_cmm
+    return torch.logaddexp(log_cmm + math.log(alpha), log_clip) - math.log1p(alpha)
 
 
 def map_features(x: torch.Tensor, mapping: torch.Tensor | None) -> torch.Tensor:
@@ -91,10 +97,12 @@ class CMMClassifier(Classifier):
 
     @torch.no_grad()
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(N, D) → (N, C) log of the fused distribution (its softmax is the distribution itself)."""
         x = F.normalize(image_features.float(), dim=-1)
         assert self.texts is not None
-        out = self.alpha * cmm_logits(x, self.mapping, self.texts)
-        return out + self.logit_scale * x @ self.weights.T if self.clip_logits else out
+        log_cmm = cmm_logits(x, self.mapping, self.texts).log_softmax(dim=-1)
+        log_clip = (self.logit_scale * x @ self.weights.T).log_softmax(dim=-1) if self.clip_logits else None
+        return fused_log_probs(log_cmm, log_clip, self.alpha)
 
     @torch.no_grad()
     def embed(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -107,11 +115,14 @@ class CMMClassifier(Classifier):
 
 
 TRAIN_ALPHA = 1.0  # the fusion weight during training (paper §4.1)
+ALPHAS = linspace_grid(0.1, 2.0, 20)  # the inference search, ascending: exact ties go to the smaller α
 
 
-def alpha_grid() -> list[float]:
-    """α ∈ {0.1, 0.2, …, 2.0} in the order :func:`search` breaks ties: nearest to TRAIN_ALPHA first (then smaller)."""
-    return sorted(linspace_grid(0.1, 2.0, 20), key=lambda a: (round(abs(a - TRAIN_ALPHA), 6), a))
+def validation_score(log_probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(top-1, −mean negative log-likelihood rounded to 1e-12) of (N, C) log-probabilities: compared as a
+    tuple, accuracy first and the proper scoring rule on ties (docs/faithfulness.md, CMM's tie rule)."""
+    accuracy = float((log_probs.argmax(dim=1) == labels).float().mean())
+    return accuracy, round(float(log_probs.gather(1, labels[:, None]).mean()), 12)
 
 
 def warmup_cosine(iterations: int, warmup: int, lr: float, min_lr: float) -> torch.Tensor:
@@ -151,18 +162,18 @@ class CMM(Method):
         _, prototypes = support.normalised()
         mapping, texts, losses = self.train(x, y, prototypes)
         x_val, _ = validation.normalised()
-
-        def val_acc(alpha: float) -> float:
-            candidate = CMMClassifier(prototypes, [], 100.0, mapping=mapping, texts=texts, alpha=alpha,
-                                      clip_logits=self.clip_logits)  # fmt: skip
-            return accuracy(candidate.logits(x_val), validation.labels)
-
-        alphas = alpha_grid() if self.search_alpha else [TRAIN_ALPHA]
-        alpha, acc = search(alphas, val_acc)
+        with torch.no_grad():
+            log_cmm = cmm_logits(x_val, mapping, texts).log_softmax(dim=-1)
+            log_clip = (100.0 * x_val @ prototypes.T).log_softmax(dim=-1) if self.clip_logits else None
+        alphas = ALPHAS if self.search_alpha else [TRAIN_ALPHA]
+        alpha, (acc, log_likelihood) = search(
+            alphas, lambda a: validation_score(fused_log_probs(log_cmm, log_clip, a), validation.labels)
+        )
         hparams = {
             **self.hparams(),
             "alpha": alpha,
             "validation_acc1": acc,
+            "validation_nll": -log_likelihood,
             "augmentation": augmentation(support, self.augment),
         }
         classifier = CMMClassifier(
@@ -188,7 +199,7 @@ class CMM(Method):
         per_epoch = math.ceil(len(x) / self.batch_size)
         warmup = min(self.warmup_epochs * per_epoch, self.iterations // 10)
         rates = warmup_cosine(self.iterations, warmup, self.lr, self.min_lr).tolist()
-        zeroshot = 100.0 * x @ prototypes.T
+        log_clip = (100.0 * x @ prototypes.T).log_softmax(dim=-1) if self.clip_logits else None
         passes = math.ceil(self.iterations * self.batch_size / len(x))
         order = torch.cat([torch.randperm(len(x)) for _ in range(passes)])  # the runner's --seed seeds them
         losses, running = [], 0.0
@@ -198,10 +209,9 @@ class CMM(Method):
                 xb, yb = x[batch], y[batch]
                 # one product for the mapped features (logits) and the raw ones (triplet distances)
                 both = cosines(torch.cat([map_features(xb, mapping), xb]), texts)
-                logits = 100.0 * both[: len(xb)]
-                if self.clip_logits:
-                    logits = logits + zeroshot[batch]  # α = TRAIN_ALPHA = 1 while training
-                loss = F.cross_entropy(logits, yb)
+                log_cmm = (100.0 * both[: len(xb)]).log_softmax(dim=-1)
+                fused = fused_log_probs(log_cmm, None if log_clip is None else log_clip[batch], TRAIN_ALPHA)
+                loss = F.nll_loss(fused, yb)  # −log P_y (Eq. 10; the 1/(1+α) only shifts it by log 2)
                 if self.triplet:
                     loss = loss + hardest_negative_triplet(1 - both[len(xb) :], yb, self.margin)
                 for group in optimiser.param_groups:

@@ -12,6 +12,7 @@ from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 
 T = TypeVar("T")
+S = TypeVar("S")  # a score: anything ordered, e.g. a float or a tuple compared lexicographically
 
 
 def require_labelled(method: str, support: FeatureSet | None, validation: FeatureSet | None) -> None:
@@ -51,7 +52,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean())
 
 
-def search(candidates: Sequence[T], score: Callable[[T], float]) -> tuple[T, float]:
+def search(candidates: Sequence[T], score: Callable[[T], S]) -> tuple[T, S]:
     """The candidate with the highest ``score`` (the first one on ties) and that score."""
     if not candidates:
         raise ValueError("nothing to search")
