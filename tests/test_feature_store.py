@@ -124,7 +124,7 @@ def test_descriptions_give_prototypes_without_text_all(tiny_backbone, image_fold
 def test_views_are_seeded_crops_extracted_once(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from clipadapt.features.views import RandomCropView
+    from clipadapt.features.views import RandomCropView, crop_box, hash_seed
 
     store = FeatureStore(tmp_path / "store")
     source = open_source(str(image_folder))
@@ -134,9 +134,13 @@ def test_views_are_seeded_crops_extracted_once(tiny_backbone, image_folder: Path
     counting = CountingBackbone(tiny_backbone)
     again = extract(counting, source, DEFAULT_TEMPLATES[:1], store, batch_size=4, num_workers=0, views=2)
     assert counting.images == 0 and torch.equal(first.view_features, again.view_features), "read from the cache"
-    image = Image.new("RGB", (64, 48))
-    view = RandomCropView(lambda im: torch.tensor(im.size), view=0, seed=0)
-    assert torch.equal(view(image, 3), view(image, 3)) and tuple(view(image, 3)) != (64, 48)
+    image = Image.effect_noise((64, 48), 60).convert("RGB")
+    view = RandomCropView(lambda im: torch.from_numpy(np.asarray(im).copy()), view=0, size=20, seed=0)
+    crop = view(image, 3)
+    assert torch.equal(crop, view(image, 3)) and crop.shape == (20, 20, 3), "seeded, and squeezed to the input size"
+    box = crop_box(64, 48, torch.Generator().manual_seed(hash_seed(0, 0, 3)), (0.6, 0.8), (3 / 4, 4 / 3))
+    whole_box = np.asarray(image.crop(box).resize((20, 20), Image.Resampling.BILINEAR))
+    assert np.abs(crop.numpy().astype(int) - whole_box.astype(int)).max() <= 1, "the whole box, as RandomResizedCrop"
 
 
 def test_flip_view_is_the_mirror_image_and_travels_in_feature_files(

@@ -3,8 +3,10 @@
 Two kinds (``VIEW_AUGMENTS``):
 
 - ``crop``: view v of image i is a random resized crop whose box is drawn from a generator seeded by
-  (seed, v, i), followed by the backbone's own preprocessing; the same (seed, v, i) always gives the same
-  crop, whatever the worker or batch order (CLIP-Enhance's student views);
+  (seed, v, i), resized to the backbone's input size as RandomResizedCrop does (the whole box, squeezed to
+  a square, bilinear), followed by the backbone's own preprocessing, whose resize and centre crop then leave
+  it as it is; the same (seed, v, i) always gives the same crop, whatever the worker or batch order
+  (CLIP-Enhance's student views);
 - ``flip``: one view, the horizontally mirrored image (CMM's augmentation: a flip with p = 1).
 
 Each view is an ordinary cached, resumable feature-store entry.
@@ -19,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import ImageOps
+from PIL import Image, ImageOps
 
 from clipadapt.backbones.base import Backbone
 from clipadapt.data.sources import ImageSource
@@ -52,10 +54,12 @@ def crop_box(
 
 @dataclass(frozen=True)
 class RandomCropView:
-    """View ``view`` of an image: a seeded random resized crop, then ``preprocess``. Called as (image, index)."""
+    """View ``view`` of an image: a seeded random crop resized to ``size`` × ``size`` (RandomResizedCrop),
+    then ``preprocess``. Called as (image, index)."""
 
     preprocess: Callable[[Any], torch.Tensor]
     view: int
+    size: int
     seed: int = 0
     scale: tuple[float, float] = (0.6, 0.8)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -64,7 +68,7 @@ class RandomCropView:
     def __call__(self, image: Any, index: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(hash_seed(self.seed, self.view, index))
         box = crop_box(image.width, image.height, generator, self.scale, self.ratio)
-        return self.preprocess(image.crop(box))
+        return self.preprocess(image.crop(box).resize((self.size, self.size), Image.Resampling.BILINEAR))
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def extract_views(
     transforms: list[Callable[..., torch.Tensor]] = (
         [FlipView(backbone.preprocess)]
         if augment == "flip"
-        else [RandomCropView(backbone.preprocess, v, seed, scale) for v in range(views)]
+        else [RandomCropView(backbone.preprocess, v, backbone.image_size, seed, scale) for v in range(views)]
     )
     out = [store.extract(backbone, source, batch_size, num_workers, transform=t).features for t in transforms]
     return torch.stack(out, dim=1)
