@@ -20,7 +20,7 @@ from clipadapt.methods.fair import (
     moving_average,
     random_crops,
 )
-from clipadapt.methods.reclip import shared_labels
+from clipadapt.methods.reclip import masked_cross_entropy, shared_labels
 
 # -- pure pieces ----------------------------------------------------------------------------------------
 
@@ -28,8 +28,16 @@ from clipadapt.methods.reclip import shared_labels
 def test_label_sharing_keeps_exactly_the_agreed_samples():
     vision = torch.tensor([0, 1, 2, 2, 1, 0])
     text = torch.tensor([0, 2, 2, 1, 1, 1])
-    assert shared_labels(vision, text).tolist() == [0, 2, 4]
-    assert shared_labels(vision, text, sharing=False).tolist() == list(range(6))
+    assert shared_labels(vision, text).nonzero().squeeze(1).tolist() == [0, 2, 4]
+    assert shared_labels(vision, text, sharing=False).all()
+
+
+def test_masked_cross_entropy_is_plain_cross_entropy_over_the_agreed_rows():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, -1.0]])
+    labels = torch.tensor([0, 0, 1])
+    mask = torch.tensor([True, False, True])
+    expected = torch.nn.functional.cross_entropy(logits[mask], labels[mask])
+    assert torch.isclose(masked_cross_entropy(logits, labels, mask), expected), "no extra 1/B on either side"
 
 
 def test_adaptive_weight_matches_hand_computed_cases():
@@ -176,6 +184,31 @@ def test_fair_history_has_both_loss_terms_and_gamma_for_every_epoch(image_folder
     for st, fair, total in zip(history["loss_self_training"], history["loss_fairness"], history["loss"], strict=True):
         assert st > 0 and fair > 0 and math.isclose(st + fair, total, rel_tol=1e-5)
     assert all(0 < g <= 1 for g in history["gamma_mean"])
+
+
+def test_reclip_v_centres_are_mean_original_features_of_every_propagated_node(image_folder):
+    """The official cluster centroids: unprojected features of all nodes label propagation assigns to a class,
+    the text anchors included, from the last model; inference is the mean of both sides' cosine logits."""
+    import torch.nn.functional as F
+
+    from clipadapt.backbones import load_backbone
+    from clipadapt.methods.reclip import first_prompts
+    from clipadapt.methods.reclip_lp import propagation_scores
+
+    features = _features(load_backbone("toyclip", device="cpu"), image_folder)
+    fit = build_method("reclip", {"epochs": 2, "k": 3}).fit(features.without_labels())
+    classifier = fit.classifier
+    frozen, text0 = features.normalised()
+    tuned_x = F.normalize(classifier.tuned_features(features.encoder), dim=-1)
+    nodes = propagation_scores(tuned_x, text0, k=3, with_anchors=True).argmax(1)
+    points = torch.cat([text0, tuned_x])
+    for c in range(features.num_classes):
+        members = points[nodes == c]
+        expected = F.normalize(members.mean(0), dim=0) if len(members) else text0[c]
+        assert torch.allclose(classifier.centres[c], expected, atol=1e-5)
+    assert len(first_prompts(features.encoder.sentences)[0]) == 1
+    expected_logits = 50.0 * (tuned_x @ classifier.centres.T + frozen @ classifier.weights.T)
+    assert torch.allclose(fit.target_logits, expected_logits, atol=1e-4)
 
 
 def test_encoder_methods_need_images_not_a_feature_file():

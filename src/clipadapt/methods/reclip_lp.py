@@ -53,24 +53,29 @@ def propagation_scores(
     cg_iterations: int = 20,
     projection: str = "P2",
     max_propagation_classes: int = 500,
+    with_anchors: bool = False,
 ) -> torch.Tensor:
     """ReCLIP's pseudo-label scores: label propagation from the class texts to the images in the P2 space.
 
     Args:
         x: (N, D) unit image features; text: (C, D) unit class prototypes.
+        with_anchors: also return the C text nodes' own rows, first (ReCLIP-V's centroids count them).
     Returns:
-        (N, C) propagated scores (cosines in the projected space above ``max_propagation_classes``).
+        (N, C) propagated scores, or (C + N, C) with the anchors (cosines in the projected space above
+        ``max_propagation_classes``).
     """
     basis = text_basis(text, projection)
     x_proj = projected(x, basis)  # (N, r) coordinates of x̂ P2, re-normalised
     t_proj = projected(text, basis)  # (C, r)
     n_classes = text.shape[0]
+    nodes = torch.cat([t_proj, x_proj])
     if n_classes > max_propagation_classes:
-        return x_proj @ t_proj.T
-    graph = knn_graph(torch.cat([t_proj, x_proj]), k)
-    seeds = torch.zeros(n_classes + len(x), n_classes)
-    seeds[torch.arange(n_classes), torch.arange(n_classes)] = 1
-    return propagate_labels(graph, seeds, alpha, cg_iterations)[n_classes:]
+        scores = nodes @ t_proj.T
+    else:
+        seeds = torch.zeros(len(nodes), n_classes)
+        seeds[torch.arange(n_classes), torch.arange(n_classes)] = 1
+        scores = propagate_labels(knn_graph(nodes, k), seeds, alpha, cg_iterations)
+    return scores if with_anchors else scores[n_classes:]
 
 
 def class_centres(x: torch.Tensor, labels: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
