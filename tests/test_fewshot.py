@@ -162,3 +162,15 @@ def test_cmm_alpha_search_takes_the_best_accuracy_then_the_lowest_validation_nll
     best = max(scores.values())
     assert chosen == min(a for a, v in scores.items() if v == best)
     assert prediction.classifier.hparams["validation_nll"] == pytest.approx(-best[1])
+
+
+def test_tip_adapter_grid_covers_every_official_range_and_initial_value() -> None:
+    betas, alphas = build_method("tip-adapter").search_grid()
+    assert betas == sorted(betas) and alphas == sorted(alphas)
+    assert betas[0] == alphas[0] == 0.1 and betas[-1] == alphas[-1] == 50.0  # official [S_β, S_α] up to [50, 50]
+    assert {1.17, 2.0, 3.0, 5.0, 10.0} <= set(alphas) and 1.0 in betas
+    assert max(b / a for a, b in zip(betas, betas[1:])) < 1.04, "β steps of at most 4 %"
+    # the official per-dataset formula stays available: ImageNet's [7, 3]
+    betas, alphas = build_method("tip-adapter", {"grid": "linear", "beta_max": 7.0, "alpha_max": 3.0,
+                                                 "alpha_steps": 20}).search_grid()  # fmt: skip
+    assert len(betas) == 200 and betas[1] == round(0.1 + 6.9 / 200, 6) and alphas[-1] == round(0.1 + 19 * 2.9 / 20, 6)

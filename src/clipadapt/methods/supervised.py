@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -62,6 +63,12 @@ def search(candidates: Sequence[T], score: Callable[[T], S]) -> tuple[T, S]:
         if value > best_score:
             best, best_score = candidate, value
     return best, best_score
+
+
+def log_grid(low: float, high: float, steps: int) -> list[float]:
+    """``steps`` values from ``low`` to ``high`` inclusive, evenly spaced in log, rounded to 6 decimals."""
+    values = torch.logspace(math.log10(low), math.log10(high), steps, dtype=torch.float64)
+    return [round(v, 6) for v in values.tolist()]
 
 
 def linspace_grid(low: float, high: float, steps: int) -> list[float]:

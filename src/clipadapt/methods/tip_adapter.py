@@ -7,8 +7,15 @@ as the official code averages its augmented epochs), values their one-hot labels
 
 Tip-Adapter is training-free; Tip-Adapter-F makes the keys learnable (AdamW, lr 1e-3, eps 1e-4, cosine
 schedule, 20 epochs, batch 256, at α = β = 1) on the support images and their views. Both then choose
-(α, β) on the validation split from the official grid: β over 200 values in [0.1, 7], α over 20 in
-[0.1, 3].
+(α, β) on the validation split only (the official ImageNet script searches on the test features; never here).
+
+The grid (docs/faithfulness.md): the official search is per dataset, β_i = 0.1 + i·(S_β − 0.1)/200 and
+α_j = 0.1 + j·(S_α − 0.1)/20 with [S_β, S_α] from [7, 3] (ImageNet, Pets, UCF) to [50, 50] (Flowers), and
+initial α ∈ {1.17, 2, 3, 5, 10}, β = 1. A dataset-agnostic grid must cover all of them: 200 β and 50 α
+spaced evenly in log between 0.1 and 50 (steps of 3 % and 13 %: finer than the official grids where they are
+fine, i.e. at small values), plus the official initial values. Ties go to the first best in β-major,
+α-minor ascending order, as the official search. ``grid="linear"`` with ``beta_max``/``alpha_max`` is the
+official per-dataset formula (e.g. ``beta_max=7 alpha_max=3``, this module's earlier default).
 """
 
 from __future__ import annotations
@@ -19,16 +26,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
-from clipadapt.methods.supervised import (
-    accuracy,
-    augmentation,
-    linspace_grid,
-    require_labelled,
-    training_samples,
-)
+from clipadapt.methods.supervised import accuracy, augmentation, log_grid, require_labelled, training_samples
+
+OFFICIAL_INITIAL_ALPHAS = (1.17, 2.0, 3.0, 5.0, 10.0)  # init_alpha of the official per-dataset configs
+OFFICIAL_INITIAL_BETAS = (1.0,)
 
 
 def cache_logits(
@@ -118,11 +123,25 @@ class TipAdapter(Method):
     label_free = False
     summary = "Tip-Adapter: training-free cache of the few-shot features, (α, β) chosen on validation"
 
+    grid: str = "log"  # "log": dataset-agnostic, covers every official range; "linear": the official formula
     beta_steps: int = 200  # β grid over [0.1, beta_max]
-    beta_max: float = 7.0
-    alpha_steps: int = 20  # α grid over [0.1, alpha_max]
-    alpha_max: float = 3.0
+    beta_max: float = 50.0
+    alpha_steps: int = 50  # α grid over [0.1, alpha_max] (the official linear grid has 20)
+    alpha_max: float = 50.0
     augment: bool = True
+
+    def search_grid(self) -> tuple[list[float], list[float]]:
+        """The ascending β and α values the validation search tries."""
+        if self.grid == "linear":  # the official per-dataset formula: i < steps, so the maximum itself is not tried
+            return (
+                [round(0.1 + i * (self.beta_max - 0.1) / self.beta_steps, 6) for i in range(self.beta_steps)],
+                [round(0.1 + j * (self.alpha_max - 0.1) / self.alpha_steps, 6) for j in range(self.alpha_steps)],
+            )
+        if self.grid != "log":
+            raise ClipAdaptError(f"{self.name}: grid must be 'log' or 'linear', not {self.grid!r}")
+        betas = {*log_grid(0.1, self.beta_max, self.beta_steps), *OFFICIAL_INITIAL_BETAS}
+        alphas = {*log_grid(0.1, self.alpha_max, self.alpha_steps), *OFFICIAL_INITIAL_ALPHAS}
+        return sorted(betas), sorted(alphas)
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         require_labelled(self.name, support, validation)
@@ -136,14 +155,9 @@ class TipAdapter(Method):
     def finish(self, target: FeatureSet, support: FeatureSet, validation: FeatureSet | None, keys: torch.Tensor) -> Fit:
         assert validation is not None and validation.labels is not None and support.labels is not None
         _, text = support.normalised()
+        betas, alphas = self.search_grid()
         alpha, beta, val_acc = search_alpha_beta(
-            validation.normalised()[0],
-            validation.labels,
-            text,
-            keys,
-            support.labels,
-            linspace_grid(0.1, self.beta_max, self.beta_steps),
-            linspace_grid(0.1, self.alpha_max, self.alpha_steps),
+            validation.normalised()[0], validation.labels, text, keys, support.labels, betas, alphas
         )
         hparams = {
             **self.hparams(),
