@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -169,7 +171,7 @@ def test_tip_adapter_grid_covers_every_official_range_and_initial_value() -> Non
     assert betas == sorted(betas) and alphas == sorted(alphas)
     assert betas[0] == alphas[0] == 0.1 and betas[-1] == alphas[-1] == 50.0  # official [S_β, S_α] up to [50, 50]
     assert {1.17, 2.0, 3.0, 5.0, 10.0} <= set(alphas) and 1.0 in betas
-    assert max(b / a for a, b in zip(betas, betas[1:])) < 1.04, "β steps of at most 4 %"
+    assert max(b / a for a, b in itertools.pairwise(betas)) < 1.04, "β steps of at most 4 %"
     # the official per-dataset formula stays available: ImageNet's [7, 3]
     betas, alphas = build_method("tip-adapter", {"grid": "linear", "beta_max": 7.0, "alpha_max": 3.0,
                                                  "alpha_steps": 20}).search_grid()  # fmt: skip
