@@ -14,7 +14,7 @@ from clipadapt.methods.cmm import ALPHAS, fused_log_probs, hardest_negative_trip
 from clipadapt.methods.supervised import search, training_samples
 from helpers import as_featureset, make_modality_gap
 
-FEW_SHOT = ["cmm", "tip-adapter", "tip-adapter-f", "linear-probe", "cross-modal-linear-probe"]
+FEW_SHOT = ["cmm", "tip-adapter", "tip-adapter-f", "linear-probe", "cross-modal-linear-probe", "transclip-fs"]
 FAST = {"cmm": {"iterations": 3000}}  # the paper's 16 000 iterations are for real datasets; tests stay fast
 
 
@@ -75,7 +75,7 @@ def _split_features(seed: int = 0):
     return features
 
 
-@pytest.mark.parametrize("method", ["cmm", "tip-adapter", "linear-probe"])
+@pytest.mark.parametrize("method", ["cmm", "tip-adapter", "linear-probe", "cross-modal-linear-probe", "transclip-fs"])
 def test_model_selection_never_sees_test_labels(method: str) -> None:
     """Scrambling the test rows' labels changes neither the chosen hyperparameters nor a single logit."""
     features = _split_features()
@@ -176,3 +176,44 @@ def test_tip_adapter_grid_covers_every_official_range_and_initial_value() -> Non
     betas, alphas = build_method("tip-adapter", {"grid": "linear", "beta_max": 7.0, "alpha_max": 3.0,
                                                  "alpha_steps": 20}).search_grid()  # fmt: skip
     assert len(betas) == 200 and betas[1] == round(0.1 + 6.9 / 200, 6) and alphas[-1] == round(0.1 + 19 * 2.9 / 20, 6)
+
+
+def test_grid_adamw_is_torch_adamw_with_one_lr_and_weight_decay_per_grid_point() -> None:
+    from clipadapt.methods.linear_probe import GridAdamW
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    lrs, decays = torch.tensor([1e-3, 1e-2, 1e-4]), torch.tensor([0.0, 1e-2, 1e-4])
+    reference = [start[i].clone().requires_grad_(True) for i in range(3)]
+    torch_adamw = torch.optim.AdamW([{"params": [p], "lr": float(lr), "weight_decay": float(wd)}
+                                     for p, lr, wd in zip(reference, lrs, decays, strict=True)])  # fmt: skip
+    ours, grid = start.clone(), GridAdamW(start)
+    for _ in range(5):
+        grads = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+        for p, grad in zip(reference, grads, strict=True):
+            p.grad = grad.clone()
+        torch_adamw.step()
+        ours = grid.step(ours, grads, lrs, decays)
+    assert torch.allclose(ours, torch.stack([p.detach() for p in reference]), atol=1e-12)
+
+
+def test_cross_modal_probe_schedule_grid_and_batches_follow_the_official_recipe() -> None:
+    from clipadapt.methods.linear_probe import CROSS_MODAL_GRID, loader_indices, warmup_then_cosine
+
+    rates = warmup_then_cosine(12800, 50, 1e-3, 1e-5)
+    assert rates[0] == 1e-5 and torch.isclose(rates[25], torch.tensor(5e-4, dtype=torch.float64))
+    assert rates[50] == 1e-3 and (rates[50:].diff() <= 0).all() and rates[-1] > 0
+    assert (
+        len(CROSS_MODAL_GRID) == 12
+        and CROSS_MODAL_GRID[0] == (1e-3, 0.0, 8)
+        and CROSS_MODAL_GRID[-1] == (1e-4, 1e-4, 32)
+    )
+    torch.manual_seed(0)
+    rows = loader_indices(10, 4, 5)  # drop-last: 2 batches per pass over 10 samples, then a new permutation
+    assert rows.shape == (5, 4) and len(set(rows[:2].flatten().tolist())) == 8 and rows.max() < 10
+    # end to end: the half-text batches make the text samples matter, and the grid is searched on validation only
+    features = as_featureset(make_modality_gap(n=600))
+    record = run_method(features, "cross-modal-linear-probe", seed=0, shots=4, hparams={"iterations": 300})
+    hp = record["hparams"]
+    assert (hp["lr"], hp["weight_decay"], hp["batch_size"]) in CROSS_MODAL_GRID and hp["text_samples"] == 6
+    assert 0 <= hp["best_iteration"] < 300 and hp["best_iteration"] % 100 == 0
