@@ -107,11 +107,12 @@ def ensemble_log_probs(
     out = torch.empty(x.shape[0], weights.shape[0])
     for start in range(0, x.shape[0], block):
         rows = slice(start, start + block)
-        probs = torch.softmax(vmf_logits(weights, x[rows], vmf), dim=-1)
-        if views is not None:
-            probs += torch.softmax(vmf_logits(weights, unit_views(views[rows]), vmf), dim=-1).sum(1)
-            probs /= 1 + views.shape[1]
-        out[rows] = probs.clamp_min(1e-30).log()
+        log_probs = torch.log_softmax(vmf_logits(weights, x[rows], vmf), dim=-1)  # (B, C), in the log domain:
+        if views is not None:  # at κ ~ 3000 most probabilities underflow, and their ranking (top-5) would tie
+            per_view = torch.log_softmax(vmf_logits(weights, unit_views(views[rows]), vmf), dim=-1)  # (B, P, C)
+            log_probs = torch.logsumexp(torch.cat([log_probs[:, None], per_view], dim=1), dim=1)
+            log_probs -= math.log(1 + views.shape[1])
+        out[rows] = log_probs
     return out
 
 
