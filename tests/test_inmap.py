@@ -79,7 +79,13 @@ def test_inmap_beats_zeroshot_on_a_modality_gap_problem(seed: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "hparams", [{"sinkhorn_iterations": 0}, {"threshold": 1.0}, {"solver": "gd", "steps": 5}, {"evaluations": 0}]
+    "hparams",
+    [
+        {"sinkhorn_iterations": 0},
+        {"threshold": 1.0},
+        {"solver": "gd", "steps": 5},
+        {"solver": "lbfgs", "evaluations": 0},
+    ],
 )
 def test_inmap_ablations_run(hparams: dict) -> None:
     features = as_featureset(make_modality_gap())
@@ -87,7 +93,7 @@ def test_inmap_ablations_run(hparams: dict) -> None:
     assert 0 < record["metrics"]["acc1"] <= 1 and record["hparams"] | hparams == record["hparams"]
 
 
-@pytest.mark.parametrize("hparams", [{"evaluations": 0}, {"solver": "gd", "steps": 0}])
+@pytest.mark.parametrize("hparams", [{"solver": "lbfgs", "evaluations": 0}, {"solver": "gd", "steps": 0}])
 def test_inmap_with_no_steps_is_zeroshot(hparams: dict) -> None:
     features = as_featureset(make_modality_gap())
     assert run_method(features, "inmap", hparams=hparams)["metrics"] == run_method(features, "zeroshot")["metrics"]
@@ -96,3 +102,10 @@ def test_inmap_with_no_steps_is_zeroshot(hparams: dict) -> None:
 def test_inmap_rejects_an_unknown_solver() -> None:
     with pytest.raises(ClipAdaptError, match="solver"):
         run_method(as_featureset(make_modality_gap()), "inmap", hparams={"solver": "adam"})
+
+
+def test_inmap_runs_the_official_solver_where_it_is_affordable_and_says_which_ran() -> None:
+    features = as_featureset(make_modality_gap())  # 600 × 6 × 32
+    assert run_method(features, "inmap", hparams={"steps": 3})["hparams"]["solver_used"] == "gd"
+    large = run_method(features, "inmap", hparams={"gd_max_size": 1000.0})
+    assert large["hparams"]["solver_used"] == "lbfgs"
