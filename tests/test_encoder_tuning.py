@@ -243,3 +243,18 @@ def test_label_free_encoder_methods_ignore_shuffled_labels(image_folder):
         a = fit_and_predict(features, build_method(name, hp), seed=3).logits
         b = fit_and_predict(shuffled, build_method(name, hp), seed=3).logits
         assert torch.equal(a, b), name
+
+
+def test_strong_view_survives_posterize_at_full_magnitude():
+    """timm's RandAugment asks for 0 bits at magnitude 10 (reached by its noise); Pillow ≥ 11 refuses that,
+    older Pillow gave a black image, and so does FAIR's strong view."""
+    from PIL import Image
+
+    from clipadapt.backbones import load_backbone
+    from clipadapt.methods.fair import posterize, strong_augmentation
+
+    rand_augment = strong_augmentation(load_backbone("toyclip", device="cpu")).transforms[1].transforms[0]
+    assert posterize in [op.aug_fn for op in rand_augment.ops]
+    image = Image.new("RGB", (8, 8), (200, 100, 50))
+    assert posterize(image, 0).getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert posterize(image, 1).getpixel((0, 0)) == (128, 0, 0)

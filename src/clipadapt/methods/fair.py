@@ -49,6 +49,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from timm.data.auto_augment import posterize as timm_posterize
 from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms
 from torchvision.ops import roi_align
@@ -148,7 +150,16 @@ def strong_augmentation(backbone: Backbone) -> transforms.Compose:
         backbone.image_size, scale=(0.3, 1.0), hflip=0.5, color_jitter=0.0, auto_augment="rand-m9-mstd0.5-inc1",
         interpolation="bicubic", separate=True,
     )  # fmt: skip
+    for op in rand_augment.transforms[0].ops:
+        if op.aug_fn is timm_posterize:
+            op.aug_fn = posterize
     return transforms.Compose([geometric, rand_augment, backbone.preprocess])
+
+
+def posterize(image: Image.Image, bits: int, **kwargs: Any) -> Image.Image:
+    """timm's posterize, with what Pillow < 11 did for 0 bits (a black image): at magnitude 10, which the
+    noise of ``mstd0.5`` reaches, timm asks for 0 bits, which Pillow ≥ 11 refuses."""
+    return Image.new(image.mode, image.size) if bits < 1 else timm_posterize(image, bits, **kwargs)
 
 
 class WeakAndStrong:
