@@ -124,3 +124,12 @@ def test_no_vmf_ablation_keeps_unit_rows() -> None:
     fit = build_method("clip-enhance", {"vmf": False, "epochs": 3}).fit(_with_views(0).without_labels())
     assert torch.allclose(fit.classifier.weights.norm(dim=1), torch.ones(6), atol=1e-5)
     assert fit.classifier.bias is None
+
+
+def test_normalising_views_never_changes_the_stored_features() -> None:
+    from clipadapt.methods import build_method
+
+    features = _with_views(0, views=6)
+    stored = features.view_features.clone()
+    build_method("clip-enhance", {"kappa0": 30.0, "epochs": 1}).fit(features.without_labels())
+    assert torch.equal(features.view_features, stored)

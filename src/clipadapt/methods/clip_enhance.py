@@ -80,7 +80,7 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
 def unit_views(views: torch.Tensor) -> torch.Tensor:
     """(..., D) stored (float16) views → float32 unit rows, normalised in place like F.normalize (a zero row
     stays zero)."""
-    out = views.float()
+    out = views.to(torch.float32, copy=True)  # never the caller's tensor, even when it is float32 already
     return out.div_(out.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
 
