@@ -16,6 +16,9 @@ spaced evenly in log between 0.1 and 50 (steps of 3 % and 13 %: finer than the o
 fine, i.e. at small values), plus the official initial values. Ties go to the first best in β-major,
 α-minor ascending order, as the official search. ``grid="linear"`` with ``beta_max``/``alpha_max`` is the
 official per-dataset formula (e.g. ``beta_max=7 alpha_max=3``, this module's earlier default).
+
+Tip-Adapter-F keeps its last epoch's keys (the official script keeps the epoch of best *test* accuracy) and
+trains at α = β = 1 (the official initial α differs per dataset, 1.17 most often).
 """
 
 from __future__ import annotations
