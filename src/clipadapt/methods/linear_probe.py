@@ -9,7 +9,8 @@ strongest penalty).
 ``cross-modal-linear-probe`` (Lin et al., CVPR 2023, "Multimodality helps unimodality"): the official
 recipe (``linzhiqiu/cross_modal_adaptation``, facts sheet §6). The class text features are training
 samples of their class (every prompt's feature when the features carry ``text_all``, else the class
-prototype; the official code uses its datasets' hand-crafted templates, one per class, seven for ImageNet); every batch is half images (the shots and their stored views), half texts, each drawn as a
+prototype; the official code uses its datasets' hand-crafted templates, one per class, seven for
+ImageNet); every batch is half images (the shots and their stored views), half texts, each drawn as a
 shuffled, drop-last loader; logits = 100 · x̂ Wᵀ (bias-free, W not renormalised); cross-entropy; AdamW
 with a 50-iteration linear warm-up (from 1e-5) then cosine over 12 800 iterations. Every 100 iterations
 the head is scored on the validation split and the best is kept (the first on ties). The grid lr ∈ {1e-3,
