@@ -98,11 +98,16 @@ class CMMClassifier(Classifier):
     @torch.no_grad()
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
         """(N, D) → (N, C) log of the fused distribution (its softmax is the distribution itself)."""
+        return fused_log_probs(*self.branch_log_probs(image_features), self.alpha)
+
+    @torch.no_grad()
+    def branch_log_probs(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, D) → (N, C) log p_cmm and (N, C) log p_clip (None without the CLIP branch), before fusion."""
         x = F.normalize(image_features.float(), dim=-1)
         assert self.texts is not None
         log_cmm = cmm_logits(x, self.mapping, self.texts).log_softmax(dim=-1)
         log_clip = (self.logit_scale * x @ self.weights.T).log_softmax(dim=-1) if self.clip_logits else None
-        return fused_log_probs(log_cmm, log_clip, self.alpha)
+        return log_cmm, log_clip
 
     @torch.no_grad()
     def embed(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -161,25 +166,22 @@ class CMM(Method):
         x, y = training_samples(support, self.augment)
         _, prototypes = support.normalised()
         mapping, texts, losses = self.train(x, y, prototypes)
-        x_val, _ = validation.normalised()
-        with torch.no_grad():
-            log_cmm = cmm_logits(x_val, mapping, texts).log_softmax(dim=-1)
-            log_clip = (100.0 * x_val @ prototypes.T).log_softmax(dim=-1) if self.clip_logits else None
+        classifier = CMMClassifier(
+            prototypes, target.class_names, 100.0, method=self.name, mapping=mapping, texts=texts,
+            clip_logits=self.clip_logits,
+        )  # fmt: skip
+        branches = classifier.branch_log_probs(validation.image_features)
         alphas = ALPHAS if self.search_alpha else [TRAIN_ALPHA]
-        alpha, (acc, log_likelihood) = search(
-            alphas, lambda a: validation_score(fused_log_probs(log_cmm, log_clip, a), validation.labels)
+        classifier.alpha, (acc, log_likelihood) = search(
+            alphas, lambda a: validation_score(fused_log_probs(*branches, a), validation.labels)
         )
-        hparams = {
+        classifier.hparams = {
             **self.hparams(),
-            "alpha": alpha,
+            "alpha": classifier.alpha,
             "validation_acc1": acc,
             "validation_nll": -log_likelihood,
             "augmentation": augmentation(support, self.augment),
         }
-        classifier = CMMClassifier(
-            prototypes, target.class_names, 100.0, method=self.name, hparams=hparams,
-            mapping=mapping, texts=texts, alpha=alpha, clip_logits=self.clip_logits,
-        )  # fmt: skip
         return Fit(classifier, history={"loss": losses})
 
     def train(

@@ -7,8 +7,8 @@ rows W, starting from the text prototypes. The official code solves this with 20
 gradient steps (step lr/(N·τ_i), lr halved whenever the gradient norm grows): ``solver="gd"``.
 
 Solver choice (``solver="auto"``, the default; the result's ``hparams["solver_used"]`` says which ran): the
-official solver whenever N·C·D ≤ ``gd_max_size`` (2·10⁸: 2000 steps of two N × C × D products, ~10 s on two
-CPU cores; every WHU-RS19 file), else L-BFGS on the same objective (at most 25 loss-and-gradient
+official solver whenever N·C·D ≤ ``gd_max_size`` (2·10⁸: 2000 steps of two N × C × D products, ~20 s on two
+CPU cores; every WHU-RS19 file, 1.2–2.4 s each), else L-BFGS on the same objective (at most 25 loss-and-gradient
 evaluations), a departure (docs/faithfulness.md): at 50 000 × 1000 classes × 1024 the official steps take
 about an hour on two cores and L-BFGS ~45 s; on the eight WHU files L-BFGS ends within 5 % of the official
 solver's final loss and moves top-1 by −0.5 to +0.3 points. ``solver="gd"`` / ``"lbfgs"`` force one.
