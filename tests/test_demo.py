@@ -8,6 +8,7 @@ import pytest
 from clipadapt.backbones.toyclip import BUNDLED
 from clipadapt.cli import main
 from clipadapt.methods import list_methods
+from clipadapt.world import CLASSES
 
 pytestmark = pytest.mark.skipif(not (BUNDLED / "toyclip.safetensors").exists(), reason="bundled weights missing")
 
@@ -44,13 +45,21 @@ def test_demo_rejects_unknown_domains(tmp_path: Path, capsys) -> None:
     assert "unknown domain 'nite'" in capsys.readouterr().err
 
 
-def test_demo_long_tailed_domain(tmp_path: Path, capsys) -> None:
-    argv = ["demo", "--output_dir", str(tmp_path), "--domains", "painting", "--images", "90", "--pool", "10"]
-    assert main([*argv, "--imbalance", "8", "--method", "zeroshot", "inmap", "--quiet"]) == 0
-    lines = (tmp_path / "domains" / "painting-longtail8.csv").read_text().splitlines()[1:]
-    counts = [sum(line.split(",")[1] == shape for line in lines) for shape in ("circle", "arrow")]
-    assert counts[0] > 4 * counts[1] > 0, "the first class is much larger than the last"
+def _counts(manifest: Path, split: str) -> list[int]:
+    rows = [line.split(",") for line in manifest.read_text().splitlines()[1:]]
+    return [sum(row[1] == name and row[2] == split for row in rows) for name in CLASSES]
+
+
+def test_demo_long_tailed_domains(tmp_path: Path, capsys) -> None:
+    argv = ["demo", "--output_dir", str(tmp_path), "--images", "240", "--pool", "48", "--method", "zeroshot", "inmap"]
+    assert main([*argv, "--domains", "painting", "faded", "--imbalance", "8", "--quiet"]) == 0
+    test = _counts(tmp_path / "domains" / "painting-longtail8.csv", "test")
+    assert test[0] > 4 * test[-1] > 0, "the first class is much larger than the last"
+    assert _counts(tmp_path / "domains" / "painting-longtail8.csv", "train") == [2] * len(CLASSES), "balanced pool"
     assert (tmp_path / "results" / "world-painting-longtail8_zeroshot_seed0.json").exists()
+    assert (tmp_path / "domains" / "faded-longtail8.csv").exists(), "--imbalance applies to every domain"
+    assert main([*argv, "--domains", "faded", "--quiet"]) == 0
+    assert (tmp_path / "results" / "world-faded-longtail10_inmap_seed0.json").exists(), "faded's own imbalance"
 
 
 def test_demo_regenerates_a_domain_when_its_parameters_change(tmp_path: Path, capsys) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from clipadapt.errors import MethodUnavailable
 from clipadapt.evaluation.runner import fit_and_predict, run_method
+from clipadapt.kernels.crops import random_crops
 from clipadapt.methods import build_method
 from clipadapt.methods.encoder import layernorm_names, tuned
 from clipadapt.methods.fair import (
@@ -18,7 +19,6 @@ from clipadapt.methods.fair import (
     crop_weights,
     fairness_loss,
     moving_average,
-    random_crops,
 )
 from clipadapt.methods.reclip import masked_cross_entropy, shared_labels
 

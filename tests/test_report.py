@@ -79,14 +79,14 @@ def test_the_report_renders_in_headless_chromium_with_every_section(tmp_path: Pa
 @needs_toyclip
 def test_eval_report_adds_zero_shot_and_says_what_it_cannot_show(tmp_path: Path, capsys) -> None:
     from clipadapt.demo import write_domain_manifest
-    from clipadapt.world import SHAPES
+    from clipadapt.world import CLASSES
 
     manifest = write_domain_manifest(tmp_path / "world", "sketch", n_test=30, n_pool=0, seed=0)
     unlabelled = tmp_path / "unlabelled.csv"
     unlabelled.write_text("\n".join(line.split(",")[0] for line in manifest.read_text().splitlines()) + "\n")
     (tmp_path / "sketch").symlink_to(tmp_path / "world" / "sketch")
     classes = tmp_path / "classes.txt"
-    classes.write_text("\n".join(SHAPES) + "\n")
+    classes.write_text("\n".join(CLASSES) + "\n")
     report = tmp_path / "r.html"
     argv = ["eval", "--dataset", str(unlabelled), "--classnames", str(classes), "--model", "toyclip"]
     assert main([*argv, "--method", "inmap", "--report", str(report), "--quiet"]) == 0

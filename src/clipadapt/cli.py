@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--shots", type=int, default=4, help="labelled images per class for few-shot methods")
     dm.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     dm.add_argument("--seed", type=int, default=0)
-    dm.add_argument("--imbalance", type=float, default=1.0, help="long-tailed classes: largest/smallest class ratio")
+    dm.add_argument("--imbalance", type=float, default=None,
+                    help="long-tailed test images in every domain: largest/smallest class ratio "
+                         "(default: each domain's own, 10 for faded, 1 for the others)")  # fmt: skip
     _add_common(dm)
 
     ls = sub.add_parser("list", help="list methods, datasets or models")
@@ -337,7 +339,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from clipadapt.demo import run_demo
 
-    if args.imbalance < 1:
+    if args.imbalance is not None and args.imbalance < 1:
         raise ClipAdaptError("--imbalance is the largest/smallest class ratio and must be at least 1")
     records = run_demo(
         args.output_dir,

@@ -53,12 +53,12 @@ from PIL import Image
 from timm.data.auto_augment import posterize as timm_posterize
 from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms
-from torchvision.ops import roi_align
 
 from clipadapt.backbones.base import Backbone
 from clipadapt.data.prompts import expand_prompts, read_prompts
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
+from clipadapt.kernels.crops import random_crops
 from clipadapt.methods.base import Fit, Method
 from clipadapt.methods.encoder import (
     TunedClassifier,
@@ -73,23 +73,6 @@ from clipadapt.methods.encoder import (
 from clipadapt.methods.registry import register_method
 from clipadapt.progress import progress
 from clipadapt.runtime import autocast
-
-
-def random_crops(
-    pixels: torch.Tensor, crops: int, scale: tuple[float, float], generator: torch.Generator
-) -> torch.Tensor:
-    """(B, 3, S, S) → (B, N, 3, S, S): N square crops of side λ·S, λ ~ U(scale), each resized back to S.
-
-    All B·N crops are cut and resized in one bilinear ``roi_align`` call.
-    """
-    b, _, size, _ = pixels.shape
-    side = torch.empty(b, crops).uniform_(*scale, generator=generator) * size  # (B, N)
-    corner = torch.rand(b, crops, 2, generator=generator) * (size - side)[..., None]  # (B, N, 2) x, y
-    boxes = torch.cat([corner, corner + side[..., None]], dim=-1).view(-1, 4)
-    owner = torch.arange(b).repeat_interleave(crops)[:, None].to(boxes)
-    rois = torch.cat([owner, boxes], dim=1).to(pixels)
-    out = roi_align(pixels, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    return out.view(b, crops, *pixels.shape[1:])
 
 
 def crop_weights(cls: torch.Tensor, crop_cls: torch.Tensor) -> torch.Tensor:

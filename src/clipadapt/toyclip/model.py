@@ -16,9 +16,9 @@ PAD, SOT, EOT, UNK = "<pad>", "<sot>", "<eot>", "<unk>"
 @dataclass
 class ToyClipConfig:
     vocab: list[str] = field(default_factory=list)  # words; special tokens are prepended by the tokenizer
-    image_size: int = 32
-    patch_size: int = 8
-    vision_width: int = 96
+    image_size: int = 64
+    patch_size: int = 16
+    vision_width: int = 128
     vision_layers: int = 4
     text_width: int = 64
     text_layers: int = 3

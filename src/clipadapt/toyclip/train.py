@@ -1,9 +1,10 @@
-"""Train ToyCLIP on the world's source domain with the symmetric contrastive loss (CPU, minutes).
+"""Train ToyCLIP on the world's source domain with the symmetric contrastive loss (CPU, about half an hour).
 
     python -m clipadapt.toyclip.train --out src/clipadapt/resources/toyclip
 
-writes ``toyclip.safetensors``, ``config.json`` and ``CARD.md`` (how the weights were made, and their
-zero-shot and linear-probe accuracy on every domain).
+writes ``toyclip.safetensors``, ``config.json``, ``report.json`` and ``CARD.md`` (how the weights were
+made; zero-shot and oracle linear-probe accuracy on every domain; how much of the zero-shot accuracy
+survives crops and flips).
 """
 
 from __future__ import annotations
@@ -22,35 +23,70 @@ from safetensors.torch import load_file, save_file
 
 from clipadapt.data.prompts import expand_prompts
 from clipadapt.io import atomic_path, write_json
+from clipadapt.kernels.crops import random_crops, random_resized_crops
+from clipadapt.methods.linear_probe import fit_logistic
 from clipadapt.progress import progress
 from clipadapt.toyclip.model import ToyClip, ToyClipConfig, WordTokenizer
-from clipadapt.world import DOMAINS, SHAPES, WORLD_TEMPLATES, caption, make_domain, random_scene, render, vocabulary
+from clipadapt.world import (
+    CLASSES,
+    DOMAINS,
+    TARGET_DOMAINS,
+    WORLD_TEMPLATES,
+    caption,
+    domain_imbalance,
+    make_domain,
+    random_scene,
+    render,
+)
+from clipadapt.world.captions import CAPTION_TEMPLATES, vocabulary
 
-WEIGHTS, CONFIG = "toyclip.safetensors", "config.json"
+WEIGHTS, CONFIG, REPORT = "toyclip.safetensors", "config.json", "report.json"
+TRAIN_CROP_AREA = (0.25, 1.0)  # random resized crops while training: fraction of the image area kept
+CROP_SIDE = (0.5, 0.9)  # crop retention is measured on square crops of this fraction of the side (FAIR's)
+
+
+def to_bytes(images: list) -> torch.Tensor:
+    """PIL images (all of one size) → (N, 3, H, W) uint8."""
+    return torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images])).permute(0, 3, 1, 2)
+
+
+def normalise(pixels: torch.Tensor, cfg: ToyClipConfig) -> torch.Tensor:
+    """(N, 3, H, W) uint8 or float in [0, 255] → the model's normalised float input."""
+    mean = torch.tensor(cfg.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
+    return (pixels.float() / 255 - mean) / std
 
 
 def to_pixels(images: list, cfg: ToyClipConfig) -> torch.Tensor:
     """PIL images (already image_size) → (N, 3, H, W) normalised float tensor."""
-    array = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images])).permute(0, 3, 1, 2)
-    mean = torch.tensor(cfg.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
-    return (array.float() / 255 - mean) / std
+    return normalise(to_bytes(images), cfg)
+
+
+def augment(pixels: torch.Tensor, generator: torch.Generator, area: tuple[float, float]) -> torch.Tensor:
+    """(B, 3, S, S) uint8 → float in [0, 255]: a random resized crop of each image (``area`` of it kept),
+    mirrored with probability ½."""
+    crops = random_resized_crops(pixels.float(), area, generator)
+    flip = torch.rand(len(crops), generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
 
 
 def train(
     cfg: ToyClipConfig,
-    images: int = 30000,
-    epochs: int = 12,
+    images: int = 48000,
+    epochs: int = 24,
     batch_size: int = 256,
     lr: float = 2e-3,
     weight_decay: float = 0.1,
     seed: int = 0,
+    crop_area: tuple[float, float] = TRAIN_CROP_AREA,
 ) -> ToyClip:
-    """Contrastive training on ``images`` source-domain scenes; captions are re-drawn every epoch."""
+    """Contrastive training on ``images`` source-domain scenes, rendered once; every epoch re-draws each
+    image's random resized crop and flip, and its caption."""
     torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng) for _ in range(images)]
-    pixels = to_pixels([render(s, "source", rng, cfg.image_size) for s in scenes], cfg)
+    pixels = to_bytes([render(s, "source", rng, cfg.image_size) for s in progress(scenes, "rendering", unit="image")])
     model = ToyClip(cfg)
     tokenizer = WordTokenizer(cfg.vocab, cfg.context_length)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -65,16 +101,18 @@ def train(
     )
     model.train()
     for epoch in range(epochs):
-        order = torch.randperm(images)
+        order = torch.randperm(images, generator=generator)
         tokens = tokenizer([caption(s, rng) for s in scenes])
         bar = progress(range(images // batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="step")
         for step in bar:
             idx = order[step * batch_size : (step + 1) * batch_size]
-            loss = model.contrastive_loss(pixels[idx], tokens[idx])
+            batch = normalise(augment(pixels[idx], generator, crop_area), cfg)
+            loss = model.contrastive_loss(batch, tokens[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     return model.eval()
 
 
@@ -95,20 +133,51 @@ def load(folder: Path) -> ToyClip:
 
 
 @torch.no_grad()
-def domain_report(model: ToyClip, n: int = 1000, seed: int = 1) -> dict[str, dict[str, float]]:
-    """Zero-shot and linear-probe top-1 per domain on ``n`` fresh images (probe: half to fit, half to score)."""
+def zero_shot_prototypes(model: ToyClip) -> torch.Tensor:
+    """(C, D) normalised prompt-ensemble text prototypes of the world's classes (``WORLD_TEMPLATES``)."""
     cfg = model.config
     tokenizer = WordTokenizer(cfg.vocab, cfg.context_length)
-    prompts = expand_prompts(list(SHAPES), WORLD_TEMPLATES)
+    prompts = expand_prompts(list(CLASSES), WORLD_TEMPLATES)
     text = F.normalize(model.text(tokenizer([p for per in prompts for p in per])), dim=-1)
-    prototypes = F.normalize(text.view(len(SHAPES), len(WORLD_TEMPLATES), -1).mean(1), dim=-1)
-    report = {}
+    return F.normalize(text.view(len(CLASSES), len(WORLD_TEMPLATES), -1).mean(1), dim=-1)
+
+
+@torch.no_grad()
+def embed(model: ToyClip, pixels: torch.Tensor) -> torch.Tensor:
+    """(N, 3, S, S) normalised pixels → (N, D) normalised image features, 512 images at a time."""
+    return torch.cat([F.normalize(model.visual(chunk), dim=-1) for chunk in pixels.split(512)])
+
+
+def top1(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> float:
+    """Zero-shot top-1 of (N, D) normalised features against (C, D) prototypes."""
+    return float(((features @ prototypes.T).argmax(1) == labels).double().mean())
+
+
+@torch.no_grad()
+def domain_report(model: ToyClip, n: int = 4800, seed: int = 1, crops: int = 2) -> dict:
+    """World-level numbers of ``model`` on ``n`` fresh images per domain (world seed ``seed``): zero-shot and
+    oracle linear-probe top-1 per domain, and on the source domain the share of zero-shot top-1 that
+    survives ``crops`` random square crops of 50–90 % of the side per image (``crop_retention``) and a
+    horizontal flip (``flip_retention``)."""
+    cfg = model.config
+    prototypes = zero_shot_prototypes(model)
+    report: dict = {"classes": len(CLASSES), "chance": 1 / len(CLASSES), "images": n, "seed": seed,
+                    "crops": crops, "target_domains": list(TARGET_DOMAINS)}  # fmt: skip
     for domain in DOMAINS:
         sample = make_domain(domain, n, seed=seed, size=cfg.image_size)
-        feats = F.normalize(model.visual(to_pixels(sample.images, cfg)), dim=-1)
-        labels = torch.from_numpy(sample.labels)
-        zeroshot = float(((feats @ prototypes.T).argmax(1) == labels).double().mean())
-        report[domain] = {"zeroshot": zeroshot, "linear_probe": linear_probe(feats, labels)}
+        pixels, labels = to_pixels(sample.images, cfg), torch.from_numpy(sample.labels)
+        feats = embed(model, pixels)
+        report[domain] = {
+            "zero_shot": top1(feats, labels, prototypes),
+            "linear_probe": linear_probe(feats, labels),
+            "imbalance": domain_imbalance(domain),
+        }
+        if domain == "source":
+            full = report[domain]["zero_shot"]
+            cut = random_crops(pixels, crops, CROP_SIDE, torch.Generator().manual_seed(seed)).flatten(0, 1)
+            report["crop_zero_shot"] = top1(embed(model, cut), labels.repeat_interleave(crops), prototypes)
+            report["crop_retention"] = report["crop_zero_shot"] / full
+            report["flip_retention"] = top1(embed(model, pixels.flip(-1)), labels, prototypes) / full
     return report
 
 
@@ -119,97 +188,109 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor) -> float:
     fit, test = order[: len(order) // 2], order[len(order) // 2 :]
     n_val = max(1, len(fit) // 5)
     val, train_rows = fit[:n_val], fit[n_val:]
-    n_classes = int(labels.max()) + 1
+    start = torch.zeros(int(labels.max()) + 1, features.shape[1]), torch.zeros(int(labels.max()) + 1)
 
     def accuracy(l2: float, rows: torch.Tensor, scored: torch.Tensor) -> float:
-        w, b = _logistic_regression(features[rows], labels[rows], n_classes, l2)
-        return float(((features[scored] @ w + b).argmax(1) == labels[scored]).double().mean())
+        w, b = fit_logistic(features[rows], labels[rows], *start, penalty=2 * l2, evaluations=500)
+        return float((torch.addmm(b, features[scored], w.T).argmax(1) == labels[scored]).double().mean())
 
     best = max((1e-2, 1e-3, 1e-4, 1e-5), key=lambda l2: accuracy(l2, train_rows, val))
     return accuracy(best, fit, test)
 
 
-def _logistic_regression(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float) -> tuple[torch.Tensor, ...]:
-    """Multinomial logistic regression with an L2 penalty, by L-BFGS. x (N, D), y (N,) → W (D, C), b (C,)."""
-    with torch.enable_grad():
-        w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
-        b = torch.zeros(n_classes, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = F.cross_entropy(x @ w + b, y) + l2 * w.square().sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-    return w.detach(), b.detach()
-
-
-def write_card(out: Path, report: dict, command: str, seconds: float, args: argparse.Namespace) -> None:
-    size_kb = (out / WEIGHTS).stat().st_size / 1024
-    rows = "\n".join(f"| {d} | {r['zeroshot'] * 100:.1f} | {r['linear_probe'] * 100:.1f} |" for d, r in report.items())
+def write_card(out: Path, report: dict, cfg: ToyClipConfig) -> None:
+    """``CARD.md`` and ``report.json`` in ``out`` from a :func:`domain_report` with its ``training`` entry."""
+    run = report["training"]
+    size_mb = (out / WEIGHTS).stat().st_size / 2**20
+    rows = "\n".join(
+        f"| {d}{'' if d in report['target_domains'] else ' (training domain)'} | {report[d]['imbalance']:g} | "
+        f"{report[d]['zero_shot'] * 100:.1f} | {report[d]['linear_probe'] * 100:.1f} | "
+        f"{(report[d]['linear_probe'] - report[d]['zero_shot']) * 100:+.1f} |"
+        for d in DOMAINS
+    )
     text = f"""# ToyCLIP
 
-A small CLIP trained by clipadapt on its own procedural world (`clipadapt.world`), so that every method can
-run offline on real images. Weights: `{WEIGHTS}` ({size_kb:.0f} KB), architecture: `{CONFIG}`.
+A small CLIP trained by clipadapt on its own procedural world (`clipadapt.world`, world v2), so that every
+method can run offline on real images. Weights: `{WEIGHTS}` ({size_mb:.1f} MB), architecture: `{CONFIG}`,
+numbers: `{REPORT}`.
 
-- **Data**: {args.images} source-domain scenes (one of {len(SHAPES)} shapes with a colour, size and
-  position, on a plain light background, {args.image_size}×{args.image_size} pixels), captions re-drawn
-  from 16 phrasings every epoch.
-- **Model**: ViT image tower (patch {args.patch_size}, width {args.vision_width}, {args.vision_layers} layers)
-  and causal text transformer (width {args.text_width}, {args.text_layers} layers, word-level vocabulary),
-  pre-LayerNorm blocks, [CLS] and <eot> pooling, projections to {args.embed_dim} dimensions, learnable
-  temperature.
-- **Training**: symmetric contrastive loss, AdamW (lr {args.lr}, weight decay {args.weight_decay}),
-  batch {args.batch_size}, {args.epochs} epochs, linear warm-up then cosine decay, seed {args.seed};
-  {seconds / 60:.1f} minutes on a 2-core CPU.
-- **Rebuild**: `{command}`
+- **Data**: {run["images"]} source-domain scenes, {cfg.image_size}×{cfg.image_size} pixels: one of
+  {len(CLASSES)} classes, a shape (8) with a fill (solid, striped, spotted), so that every class has
+  fine-grained siblings differing in one attribute; nuisance colour, accent colour, size, position,
+  rotation, stripe and spot geometry; on a light background (plain, textured, or with a few soft blobs).
+  Each image is rendered once; every epoch re-draws its random resized crop (area
+  {TRAIN_CROP_AREA[0]:g}–{TRAIN_CROP_AREA[1]:g}, aspect 3/4–4/3), its horizontal flip (p = ½) and its
+  caption, from {len(CAPTION_TEMPLATES)} phrasings with synonyms for the fills.
+- **Model**: pre-LayerNorm ViT image tower (patch {cfg.patch_size}, width {cfg.vision_width},
+  {cfg.vision_layers} layers, [CLS] pooling) and causal text transformer (width {cfg.text_width},
+  {cfg.text_layers} layers, word-level vocabulary of {len(cfg.vocab)} words, <eot> pooling), projections to
+  {cfg.embed_dim} dimensions, learnable temperature.
+- **Training**: symmetric contrastive loss, AdamW (lr {run["lr"]}, weight decay {run["weight_decay"]}),
+  batch {run["batch_size"]}, {run["epochs"]} epochs, linear warm-up then cosine decay, seed {run["seed"]};
+  {run["seconds"] / 60:.1f} minutes on {run["threads"]} CPU threads.
+- **Rebuild**: `{run["command"]}` (`python benchmarks/reproduce_toyclip.py` retrains and compares;
+  `python -m clipadapt.toyclip.train --evaluate_only` re-measures these numbers on the committed weights).
 
-Top-1 (%) on {args.eval_images} fresh images per domain (seed 1). Zero-shot uses the prompt ensemble
-{WORLD_TEMPLATES}; the linear probe is an oracle that fits a logistic regression on half of the domain's
-labelled features and scores the other half: the gap between the two is what adaptation can recover.
-Chance is {100 / len(SHAPES):.0f} %.
+Top-1 (%) on {report["images"]} fresh images per domain (world seed {report["seed"]}). Zero-shot uses the
+prompt ensemble {WORLD_TEMPLATES}. The linear probe is an oracle: a logistic regression fitted on half of
+the domain's labelled features and scored on the other half; the gap between the two is what adaptation can
+recover. Chance is {100 * report["chance"]:.1f} %. Imbalance: largest/smallest class ratio of the domain's
+images.
 
-| domain | zero-shot | linear probe |
-|---|---|---|
+| domain | imbalance | zero-shot | linear probe (oracle) | gap |
+|---|---|---|---|---|
 {rows}
+
+**Crops and flips** (source domain): zero-shot top-1 on {report["crops"]} random square crops of
+{CROP_SIDE[0]:g}–{CROP_SIDE[1]:g} of the side per image (anywhere in the image, resized back, as FAIR cuts
+them) is {report["crop_zero_shot"] * 100:.1f} %, a crop retention of {report["crop_retention"]:.3f} of the
+full images' top-1; on mirrored images the retention is {report["flip_retention"]:.3f}.
 """
     with atomic_path(out / "CARD.md") as tmp:
         tmp.write_text(text)
-    write_json(out / "report.json", report)
+    write_json(out / REPORT, report)
+
+
+ARCHITECTURE = ("image_size", "patch_size", "vision_width", "vision_layers", "text_width", "text_layers", "embed_dim")
+TRAINING = ("images", "epochs", "batch_size", "lr", "weight_decay", "seed")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train ToyCLIP on the procedural world's source domain.")
     parser.add_argument("--out", default="src/clipadapt/resources/toyclip")
-    parser.add_argument("--images", type=int, default=30000)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--images", type=int, default=48000)
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight_decay", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval_images", type=int, default=1000)
+    parser.add_argument("--eval_images", type=int, default=4800)
+    parser.add_argument("--eval_seed", type=int, default=1, help="world seed of the card's evaluation images")
+    parser.add_argument("--evaluate_only", action="store_true",
+                        help="keep the weights in --out, measure them again and rewrite the card")  # fmt: skip
     defaults = ToyClipConfig()
-    for name in ("image_size", "patch_size", "vision_width", "vision_layers", "text_width", "text_layers", "embed_dim"):
+    for name in ARCHITECTURE:
         parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     args = parser.parse_args(argv)
-    cfg = ToyClipConfig(
-        vocab=vocabulary(),
-        **{k: getattr(args, k) for k in ("image_size", "patch_size", "vision_width", "vision_layers",
-                                           "text_width", "text_layers", "embed_dim")},
-    )  # fmt: skip
-    start = time.perf_counter()
-    model = train(cfg, args.images, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed)
-    seconds = time.perf_counter() - start
     out = Path(args.out)
-    save(model, out)
-    report = domain_report(model, args.eval_images)
-    command = "python -m clipadapt.toyclip.train " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_card(out, report, command.strip(), seconds, args)
-    for domain, r in report.items():
-        print(f"{domain:10s} zero-shot {r['zeroshot'] * 100:5.1f}  linear probe {r['linear_probe'] * 100:5.1f}")
-    print(f"trained in {seconds:.0f} s; wrote {out}")
+    if args.evaluate_only:
+        model = load(out)
+        training = json.loads((out / REPORT).read_text())["training"]
+    else:
+        cfg = ToyClipConfig(vocab=vocabulary(), **{k: getattr(args, k) for k in ARCHITECTURE})
+        start = time.perf_counter()
+        model = train(cfg, *(getattr(args, k) for k in TRAINING))
+        command = "python -m clipadapt.toyclip.train " + " ".join(argv if argv is not None else sys.argv[1:])
+        training = {"seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
+                    "command": command.strip(), **{k: getattr(args, k) for k in TRAINING}}  # fmt: skip
+        save(model, out)
+    report = {**domain_report(model, args.eval_images, args.eval_seed), "training": training}
+    write_card(out, report, model.config)
+    for domain in DOMAINS:
+        row = report[domain]
+        print(f"{domain:10s} zero-shot {row['zero_shot'] * 100:5.1f}  linear probe {row['linear_probe'] * 100:5.1f}")
+    print(f"crop retention {report['crop_retention']:.3f}, flip retention {report['flip_retention']:.3f}")
+    print(f"trained in {training['seconds']:.0f} s; wrote {out}")
 
 
 if __name__ == "__main__":
