@@ -111,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="run every method on the offline world's shifted domains (no network)")
     dm.add_argument("--output_dir", default="clipadapt_out/demo")
-    dm.add_argument("--domains", nargs="+", default=None, help="target domains (default: all)")
+    dm.add_argument("--domains", nargs="+", default=None,
+                    help="target domains, or 'all' (default: sketch clutter faded)")  # fmt: skip
     dm.add_argument("--method", nargs="+", default=None, help="methods (default: every registered method)")
-    dm.add_argument("--images", type=int, default=500, help="test images per domain")
+    dm.add_argument("--images", type=int, default=300, help="test images per domain")
     dm.add_argument("--pool", type=int, default=200, help="labelled pool per domain (few-shot methods only)")
     dm.add_argument("--views", type=int, default=16, help="random-crop views per image (clip-enhance's student)")
     dm.add_argument("--shots", type=int, default=4, help="labelled images per class for few-shot methods")

@@ -10,9 +10,11 @@ from torchvision.ops import roi_align
 
 def crop_and_resize(pixels: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, size: int) -> torch.Tensor:
     """(B, 3, H, W) images, (M, 4) boxes (x0, y0, x1, y1 in pixels) of images ``owner`` (M,) → (M, 3, size, size),
-    each box resized bilinearly to the output."""
+    each box resized bilinearly to the output: one bilinear sample at the centre of each output pixel, as an
+    image resize does when it enlarges (``sampling_ratio=1``; averaging 2 × 2 samples per pixel was 3.5× slower
+    on the CPU and blurs)."""
     rois = torch.cat([owner[:, None].to(boxes), boxes], dim=1).to(pixels)
-    return roi_align(pixels, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return roi_align(pixels, rois, output_size=size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
 
 
 def random_crops(
