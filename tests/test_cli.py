@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clipadapt.cli import main
 from conftest import whurs19_files
@@ -117,6 +118,8 @@ def test_list(what: str, capsys) -> None:
         (["eval", "--features", "{f}", "--hparam", "logit_scale=abc"], "not a valid float"),
         (["build", "{d}/nothing.json"], "cannot read result file"),
         (["eval", "--dataset", "{i}", "--model", "toyclip", "--views", "4", "--view_augment", "flip"], "use --views 1"),
+        (["eval", "--features", "{f}", "--method", "inmap", "--device", "gpu"], "unknown device 'gpu'"),
+        (["eval", "--features", "{f}", "--method", "inmap", "--device", "meta"], "unknown device 'meta'"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -196,3 +199,24 @@ def test_a_few_shot_method_without_shots_says_so(capsys, tmp_path: Path) -> None
     np.savez(path, **make_modality_gap(n=240))
     code, _, err = _run(capsys, "eval", "--features", str(path), "--method", "cmm")
     assert code == 2 and "--shots" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--features", "{f}", "--method", "inmap"],
+        ["adapt", "--features", "{f}", "--method", "inmap"],
+        ["extract", "--dataset", "{i}", "--model", "toyclip"],
+        ["predict", "{i}", "--classifier", "{d}/clf"],
+    ],
+)
+def test_cuda_on_a_machine_without_it_is_the_one_clear_error(
+    argv, feature_file: Path, image_folder: Path, tmp_path: Path, capsys
+) -> None:
+    """Every command refuses --device cuda without CUDA before any work (a feature-file run used to go on
+    on the CPU silently)."""
+    argv = [a.format(f=feature_file, i=image_folder, d=tmp_path) for a in argv]
+    code, _, err = _run(capsys, *argv, "--device", "cuda", "--output", str(tmp_path / "out"))
+    assert code == 2 and "CUDA was requested" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -426,6 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_quiet(quiet)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if hasattr(args, "device"):  # an absent or unknown device fails before any work, in every command
+            from clipadapt.runtime import resolve_device
+
+            resolve_device(args.device)
         return COMMANDS[args.command](args)
     except ClipAdaptError as exc:
         print(f"clipadapt: error: {exc}", file=sys.stderr)

@@ -23,7 +23,9 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ClipAdaptError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ClipAdaptError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ClipAdaptError("CUDA was requested but this machine has no usable CUDA device; use --device cpu")
