@@ -181,6 +181,18 @@ def test_transclip_beats_zeroshot_on_a_modality_gap_problem(seed: int) -> None:
     record = run_method(features, "transclip")
     assert record["metrics"]["acc1"] > zeroshot
     assert record["hparams"]["gmm_weight"] == 0.02 and record["hparams"]["passes"] == 11
+    assert record["hparams"]["knn_used"] == "exact"
+
+
+def test_the_result_records_when_the_neighbour_search_is_sketched() -> None:
+    """Above exact_knn_max images (and above 256 dimensions) the candidates come from a principal subspace;
+    the result JSON says which search ran."""
+    features = as_featureset(make_modality_gap(seed=0, d=300))
+    for method in ("transclip", "transclip-fs"):
+        shots = 1 if method == "transclip-fs" else None
+        record = run_method(features, method, hparams={"exact_knn_max": 10}, shots=shots)
+        assert record["hparams"]["knn_used"] == "sketch256"
+        assert run_method(features, method, shots=shots)["hparams"]["knn_used"] == "exact"
 
 
 def test_sketched_neighbour_search_finds_most_exact_neighbours_with_exact_similarities() -> None:
