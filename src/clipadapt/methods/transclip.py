@@ -33,8 +33,8 @@ equals the official product except where ŷ underflows to 0 in float32.
 
 Efficiency: no N×N matrix. W is a sparse k-NN graph (:func:`clipadapt.kernels.knn`, exact up to
 ``exact_knn_max`` images, principal-subspace candidates re-ranked exactly above; ``knn_used`` in the
-result's hparams says which), (W + Wᵀ)/(2k) is one CSR
-matrix, and the Gaussian terms are expanded so that no (N, C, D) tensor is formed.
+result's hparams says which), (W + Wᵀ)/(2k) is one CSR matrix, and the Gaussian terms are expanded so
+that no (N, C, D) tensor is formed.
 """
 
 from __future__ import annotations
@@ -141,14 +141,14 @@ def update_assignments(
 SKETCH_DIM = 256  # principal directions the kNN candidates are searched in above ``exact_knn_max`` images
 
 
-def knn_used(x: torch.Tensor, exact_max: int) -> str:
-    """How the kNN search runs on (N, D) ``x``: ``"exact"``, or ``"sketch256"`` (candidates from the top
-    principal directions, re-ranked exactly) when N > ``exact_max`` and D > 256. Recorded in the result."""
-    return "exact" if x.shape[0] <= exact_max or x.shape[1] <= SKETCH_DIM else f"sketch{SKETCH_DIM}"
+def sketch_dim(x: torch.Tensor, exact_max: int) -> int | None:
+    """The subspace the kNN candidates of (N, D) ``x`` are searched in: ``SKETCH_DIM`` when N > ``exact_max``
+    and D > ``SKETCH_DIM`` (then re-ranked exactly), else None (an exact search)."""
+    return SKETCH_DIM if x.shape[0] > exact_max and x.shape[1] > SKETCH_DIM else None
 
 
 def _search(x: torch.Tensor, k: int, exact_max: int, queries: torch.Tensor | None = None):
-    return knn(x, k, sketch_dim=None if knn_used(x, exact_max) == "exact" else SKETCH_DIM, queries=queries)
+    return knn(x, k, sketch_dim=sketch_dim(x, exact_max), queries=queries)
 
 
 def neighbour_graph(x: torch.Tensor, k: int, exact_max: int) -> torch.Tensor:
@@ -243,7 +243,8 @@ class TransCLIPZeroShot(Method):
     def _fit(self, target: FeatureSet, z: torch.Tensor, means: torch.Tensor, log_zeroshot: torch.Tensor,
              predictions: list[torch.Tensor], extra: dict | None = None) -> Fit:  # fmt: skip
         # New images (inductive use): the class means as cosine prototypes.
-        used = {"knn_used": knn_used(target.image_features, self.exact_knn_max)}
+        sketch = sketch_dim(target.image_features, self.exact_knn_max)
+        used = {"knn_used": "exact" if sketch is None else f"sketch{sketch}"}
         classifier = Classifier(
             means, target.class_names, 100.0, method=self.name, hparams={**self.hparams(), **used, **(extra or {})}
         )
