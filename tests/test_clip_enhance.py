@@ -87,18 +87,19 @@ def test_the_distilled_mixture_beats_zeroshot_on_a_modality_gap_problem(seed: in
 
 
 def test_each_epoch_draws_fresh_views_per_image_from_the_pool() -> None:
-    from clipadapt.methods.clip_enhance import draw_views
+    from clipadapt.methods.clip_enhance import drawn_views, view_draws
 
     pool = torch.arange(2 * 10, dtype=torch.float32).view(2, 10, 1).expand(2, 10, 3)  # view v of image i: 10i + v
     torch.manual_seed(0)
-    first, second = draw_views(pool, 4), draw_views(pool, 4)
+    first, second = drawn_views(pool, view_draws(2, 10, 4)), drawn_views(pool, view_draws(2, 10, 4))
     assert first.shape == (2, 4, 3)
     for draw in (first, second):
         picked = draw[:, :, 0]
         assert all(len(set(row.tolist())) == 4 for row in picked), "without replacement"
         assert (picked[0] < 10).all() and (picked[1] >= 10).all(), "each image's own views"
     assert not torch.equal(first, second), "a new draw every epoch"
-    assert draw_views(pool, 10) is pool and draw_views(pool, 64) is pool
+    assert view_draws(2, 10, 10) is None and view_draws(2, 10, 64) is None
+    assert drawn_views(pool, None) is pool
 
 
 def test_prediction_averages_the_teacher_over_the_identity_and_every_view() -> None:

@@ -124,7 +124,8 @@ def test_descriptions_give_prototypes_without_text_all(tiny_backbone, image_fold
 def test_views_are_seeded_crops_extracted_once(tiny_backbone, image_folder: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from clipadapt.features.views import RandomCropView, crop_box, hash_seed
+    from clipadapt.features.views import RandomCropView, crop_box
+    from clipadapt.runtime import hash_seed
 
     store = FeatureStore(tmp_path / "store")
     source = open_source(str(image_folder))

@@ -95,7 +95,7 @@ def adaptation_card(features: FeatureSet, record: dict[str, Any]) -> dict[str, A
         data_fingerprint = features.encoder.source.fingerprint()
     else:  # a feature file: the backbone is known by name only, the data by its features
         backbone = {"model": features.model, "pretrained": features.pretrained}
-        data_fingerprint = hashlib.sha256(features.image_features.numpy().tobytes()).hexdigest()[:16]
+        data_fingerprint = hashlib.sha256(features.image_features.cpu().numpy().tobytes()).hexdigest()[:16]
     if features.prompt_names is not None:
         prompts: dict[str, Any] = {"templates": features.prompt_names}
     elif features.encoder is not None:
@@ -114,6 +114,7 @@ def adaptation_card(features: FeatureSet, record: dict[str, Any]) -> dict[str, A
         "shots": record["shots"],
         "data": {"dataset": features.dataset, "images": len(features), "fingerprint": data_fingerprint},
         "metrics": record["metrics"],
+        "runtime": record["runtime"],  # device and precision policy: predict applies the same policy
     }
 
 

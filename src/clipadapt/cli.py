@@ -44,10 +44,19 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         "--view_augment", default="crop", choices=["crop", "flip"],
         help="crop: random resized crops (scale 0.6-0.8); flip: the mirror image, one view (CMM's augmentation)",
     )  # fmt: skip
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    _add_device_args(g)
     g.add_argument("--cache_dir", default=None, help="feature cache (default: ~/.cache/clipadapt/features)")
     g.add_argument("--model_cache_dir", default=None, help="where model weights are cached")
+
+
+def _add_device_args(g: argparse._ActionsContainer, precision_default: str | None = "auto") -> None:
+    g.add_argument("--device", default="auto", help="where encoders and methods run: auto, cpu, cuda, cuda:N or mps")
+    g.add_argument(
+        "--precision", default=precision_default, choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: bf16 autocast for the encoders and TF32 matmuls on CUDA, plain float32 elsewhere; fp32: "
+        "float32 everywhere (the same computation as on the CPU)"
+        + ("" if precision_default else "; default: the classifier card's"),
+    )  # fmt: skip
 
 
 def _add_common(p: argparse.ArgumentParser, summary: bool = True) -> None:
@@ -99,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--pretrained", default=None, help="its pretrained tag or checkpoint (with --model)")
     pr.add_argument("--batch_size", type=int, default=64)
     pr.add_argument("--num_workers", type=int, default=None, help="image loading processes (default: cores - 1)")
-    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    _add_device_args(pr, precision_default=None)
     pr.add_argument("--model_cache_dir", default=None, help="where model weights are cached")
     _add_common(pr)
 
@@ -120,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--shots", type=int, default=4, help="labelled images per class for few-shot methods")
     dm.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     dm.add_argument("--seed", type=int, default=0)
+    _add_device_args(dm)
     dm.add_argument("--imbalance", type=float, default=None,
                     help="long-tailed test images in every domain: largest/smallest class ratio "
                          "(default: each domain's own, 10 for faded, 1 for the others)")  # fmt: skip
@@ -222,7 +231,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             continue
         features = load()
         for method, shots, seed, out in runs:
-            record, prediction = evaluate(features, method, seed=seed, hparams=hparams[method], shots=shots)
+            record, prediction = evaluate(
+                features, method, seed=seed, hparams=hparams[method], shots=shots, device=args.device,
+                precision=args.precision,
+            )  # fmt: skip
             if out is not None:
                 write_json(out, record)
             if report is not None:
@@ -275,12 +287,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     report = _report(args.report, f"clipadapt adapt: {args.method}")
     [(_, _, _, load)] = list(_feature_sets(args))
     features = load()
-    record, prediction = evaluate(features, args.method, seed=args.seed, hparams=hparams, shots=args.shots)
+    where = {"device": args.device, "precision": args.precision}
+    record, prediction = evaluate(features, args.method, seed=args.seed, hparams=hparams, shots=args.shots, **where)
     save_classifier(prediction.classifier, folder, adaptation_card(features, record))
     write_json(folder / "result.json", record)
     if report is not None:
         if args.method != "zeroshot":
-            report.add(*evaluate(features, "zeroshot", seed=args.seed, shots=args.shots))
+            report.add(*evaluate(features, "zeroshot", seed=args.seed, shots=args.shots, **where))
         report.add(record, prediction)
         log.info("wrote the report %s", report.write(args.report))
     if args.json:
@@ -292,13 +305,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from clipadapt.predict import predict_csv
+    from clipadapt.artifact import read_card
+    from clipadapt.predict import card_precision, predict_csv
 
     backbone = None
     if args.model:
         from clipadapt.backbones import load_backbone
 
-        backbone = load_backbone(args.model, args.pretrained, args.device, args.precision, args.model_cache_dir)
+        precision = args.precision or card_precision(read_card(args.classifier))
+        backbone = load_backbone(args.model, args.pretrained, args.device, precision, args.model_cache_dir)
     summary = predict_csv(
         args.classifier, args.images, args.output, args.top_k, args.batch_size, args.num_workers, args.device,
         args.precision, args.model_cache_dir, args.overwrite, backbone,
@@ -353,6 +368,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         views=args.views,
         shots=args.shots,
         hparams=args.hparam,
+        device=args.device,
+        precision=args.precision,
     )
     _print_summary(records, args.json)
     if not args.json:

@@ -88,6 +88,8 @@ def run_demo(
     views: int = 16,
     shots: int = 4,
     hparams: list[str] | None = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
     from clipadapt.backbones import load_backbone
     from clipadapt.data import open_source
@@ -102,7 +104,7 @@ def run_demo(
     methods = methods or [cls.name for cls in list_methods()]
     routed = route_hparams(methods, hparams or [])
     out = Path(output_dir)
-    backbone = load_backbone("toyclip", device="cpu")
+    backbone = load_backbone("toyclip", device=device, precision=precision)
     store = FeatureStore(out / "cache")
     records: list[dict[str, Any]] = []
     names: list[str] = []  # of the domains on disk (with their class imbalance)
@@ -117,8 +119,9 @@ def run_demo(
             try:
                 few_shot = get_method(method).setting == "few-shot"  # K shots from the labelled pool
                 record, prediction = evaluate(
-                    features, method, seed=seed, hparams=routed[method], shots=shots if few_shot else None
-                )
+                    features, method, seed=seed, hparams=routed[method], shots=shots if few_shot else None,
+                    device=device, precision=precision,
+                )  # fmt: skip
             except MethodUnavailable as exc:
                 log.info("skipping %s on %s: %s", method, domain, exc)
                 continue

@@ -33,6 +33,7 @@ from clipadapt.errors import ClipAdaptError
 from clipadapt.features.store import ImageDataset, collate_images, default_num_workers
 from clipadapt.methods.base import Classifier
 from clipadapt.progress import progress
+from clipadapt.runtime import float32_matmuls
 
 log = logging.getLogger("clipadapt")
 
@@ -92,11 +93,13 @@ def predict_images(
         batch_size=batch_size,
         num_workers=min(workers, max(len(paths) // batch_size, 0)),
         collate_fn=collate_images,
+        pin_memory=backbone.device.type == "cuda",
     )
     for indices, pixels, failed in progress(loader, desc="predicting", total=len(loader), unit="batch"):
         rows: dict[int, dict[str, Any]] = {i: _row(paths[i], [], [], top_k, reason) for i, reason in failed}
         if pixels is not None:
-            probabilities = classifier.pixel_logits(backbone, pixels).float().softmax(dim=-1)
+            with float32_matmuls(backbone.device, backbone.precision):  # TF32 as the adaptation had it
+                probabilities = classifier.pixel_logits(backbone, pixels).float().softmax(dim=-1)
             top = probabilities.topk(k, dim=-1)
             for i, p, c in zip(indices, top.values.tolist(), top.indices.tolist(), strict=True):
                 rows[i] = _row(paths[i], [classes[j] for j in c], p, top_k, "")
@@ -112,19 +115,26 @@ def _row(path: str, labels: list[str], probabilities: list[float], top_k: int, e
     return row
 
 
+def card_precision(card: dict[str, Any]) -> str:
+    """The precision policy the classifier was adapted under (auto for cards that predate the record)."""
+    return str((card.get("runtime") or {}).get("precision", "auto"))
+
+
 def open_classifier(
     folder: str | os.PathLike,
     backbone: Backbone | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: str | None = None,
     cache_dir: str | None = None,
 ) -> tuple[Classifier, Backbone]:
-    """The saved classifier and its backbone (loaded from the card unless given, then checked)."""
+    """The saved classifier and its backbone (loaded from the card unless given, then checked), on the
+    backbone's device. A backbone loaded here follows ``precision``, by default the card's policy, so that
+    predictions on the device it was adapted on agree with the adaptation's."""
     card = read_card(folder)
     if backbone is None:
-        backbone = backbone_from_card(card, device, precision, cache_dir)
+        backbone = backbone_from_card(card, device, precision or card_precision(card), cache_dir)
     check_backbone(card, backbone, folder)
-    classifier = load_classifier(folder)
+    classifier = load_classifier(folder).to(backbone.device)
     dim = backbone.encode_texts(["a photo"]).shape[1]
     if classifier.weights.shape[1] != dim:
         raise ClipAdaptError(
@@ -171,14 +181,15 @@ def predict_csv(
     batch_size: int = 64,
     num_workers: int | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: str | None = None,
     cache_dir: str | None = None,
     overwrite: bool = False,
     backbone: Backbone | None = None,
 ) -> PredictSummary:
     """Predict ``images`` with the classifier saved in ``folder`` into the CSV ``output`` (resumable).
 
-    The backbone is loaded from the classifier's card unless given (it is then checked against the card).
+    The backbone is loaded from the classifier's card unless given (it is then checked against the card),
+    under ``precision``, by default the card's.
     """
     output = Path(output)
     if output.exists() and not overwrite:

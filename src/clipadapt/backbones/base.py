@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from clipadapt.runtime import autocast
+from clipadapt.runtime import Precision, autocast, float32_matmuls, precision_policy
 
 Tower = Literal["vision", "text"]
 
@@ -98,11 +99,23 @@ class Backbone(ABC):
             "transform": describe_transform(self.preprocess),
         }
 
+    @property
+    def policy(self) -> Precision:
+        """The precision policy this backbone encodes under (:mod:`clipadapt.runtime`)."""
+        return precision_policy(self.device, self.precision)
+
+    @contextlib.contextmanager
+    def precision_scope(self) -> Iterator[None]:
+        """Autocast and TF32 as the precision policy says, for everything encoded within the block."""
+        with float32_matmuls(self.device, self.precision), autocast(self.device, self.precision):
+            yield
+
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) → (B, D) float32 embeddings, no gradients, mixed precision on GPU."""
+        """(B, 3, H, W) → (B, D) float32 embeddings on the backbone's device, no gradients, under the
+        precision policy (bf16 autocast on CUDA by default)."""
         self.model.eval()
-        with autocast(self.device, self.precision):
+        with self.precision_scope():
             out = self.image_forward(pixels.to(self.device, non_blocking=True))
         return out.float()
 
@@ -111,7 +124,7 @@ class Backbone(ABC):
         """T strings → (T, D) float32 embeddings, encoded in batches."""
         self.model.eval()
         chunks = []
-        with autocast(self.device, self.precision):
+        with self.precision_scope():
             for start in range(0, len(texts), batch_size):
                 chunks.append(self.text_forward(list(texts[start : start + batch_size])).float())
         return torch.cat(chunks)

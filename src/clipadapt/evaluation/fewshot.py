@@ -81,5 +81,5 @@ def few_shot_sets(features: FeatureSet, shots: int, seed: int) -> tuple[FeatureS
     """(support, validation, test) FeatureSets of :func:`sample_few_shot`; support and validation keep labels."""
     if features.labels is None:
         raise ClipAdaptError("few-shot runs need labelled features (the shots), and these have no labels")
-    rows = sample_few_shot(features.labels, shots, seed, features.split)
+    rows = sample_few_shot(features.labels.cpu(), shots, seed, features.split)
     return features.subset(rows.train), features.subset(rows.validation), features.subset(rows.test)

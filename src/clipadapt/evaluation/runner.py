@@ -13,7 +13,7 @@ from clipadapt.evaluation.metrics import classification_metrics
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.methods import Classifier, Method, build_method
 from clipadapt.methods.encoder import TunedClassifier
-from clipadapt.runtime import seed_everything
+from clipadapt.runtime import Precision, float32_matmuls, resolve_device, seed_everything
 
 
 def test_subset(features: FeatureSet) -> FeatureSet:
@@ -22,12 +22,14 @@ def test_subset(features: FeatureSet) -> FeatureSet:
 
 
 class Prediction(NamedTuple):
-    logits: torch.Tensor  # (N, C) for the test rows
-    test: FeatureSet  # the test rows
+    logits: torch.Tensor  # (N, C) for the test rows, on the CPU
+    test: FeatureSet  # the test rows (where the caller's features are)
     seconds: float
-    classifier: Classifier
+    classifier: Classifier  # on the CPU
     target: FeatureSet  # the rows the method adapted on (the test rows, or the train rows when inductive)
     history: dict[str, list]  # per-epoch diagnostics of the fit
+    device: torch.device  # where the method ran
+    precision: Precision  # the precision policy it ran under
 
 
 def train_subset(features: FeatureSet) -> FeatureSet:
@@ -44,14 +46,34 @@ def test_logits(classifier: Classifier, test: FeatureSet) -> torch.Tensor:
     return classifier.logits(test.image_features)
 
 
-def fit_and_predict(features: FeatureSet, method: Method, seed: int = 0, shots: int | None = None) -> Prediction:
+def run_precision(features: FeatureSet, precision: str | None) -> str:
+    """The precision a run uses: ``precision``, else the backbone's when the features have one, else auto."""
+    if precision is not None:
+        return precision
+    return features.encoder.backbone.precision if features.encoder is not None else "auto"
+
+
+def fit_and_predict(
+    features: FeatureSet,
+    method: Method,
+    seed: int = 0,
+    shots: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+) -> Prediction:
     """Fit ``method`` and return the test logits, the test rows, the seconds taken and the classifier.
 
     The method sees the test features *without labels*; labels are read only to score, by the caller. With
     ``shots`` = K, the K-shot protocol of :mod:`clipadapt.evaluation.fewshot` (seeded by ``seed``) picks the
     labelled support and validation rows and the test rows; every method, few-shot or not, is then scored
     on those same test rows, so that the numbers compare.
+
+    The method runs on ``device`` (default: where the features are): its rows are moved there once, and it
+    runs under the precision policy ``precision`` (:mod:`clipadapt.runtime`; default: the backbone's, or
+    auto). ``seconds`` includes waiting for the device. The logits and classifier come back on the CPU.
     """
+    device = features.device if device is None else resolve_device(device)
+    precision = run_precision(features, precision)
     if method.setting == "inductive":
         raise MethodUnavailable(f"method {method.name!r} ({method.setting}) is not supported by this runner yet")
     if method.setting == "few-shot" and shots is None:
@@ -68,12 +90,18 @@ def fit_and_predict(features: FeatureSet, method: Method, seed: int = 0, shots: 
         target = test
         if method.setting != "few-shot":
             support = validation = None  # label-free methods never see a label
-    seed_everything(seed)
-    start = time.perf_counter()
-    fit = method.fit(target.without_labels(), support, validation)
-    transductive_logits = None if inductive else fit.target_logits
-    logits = transductive_logits if transductive_logits is not None else test_logits(fit.classifier, test)
-    return Prediction(logits, test, time.perf_counter() - start, fit.classifier, target, fit.history)
+    target_on = target.to(device)  # each part moved once (the test rows are the target rows unless inductive)
+    test_on = target_on if test is target else test.to(device)
+    support_on, validation_on = (None if part is None else part.to(device) for part in (support, validation))
+    with float32_matmuls(device, precision) as policy:
+        seed_everything(seed)
+        start = time.perf_counter()
+        fit = method.fit(target_on.without_labels(), support_on, validation_on)
+        transductive_logits = None if inductive else fit.target_logits
+        logits = transductive_logits if transductive_logits is not None else test_logits(fit.classifier, test_on)
+        logits = logits.float().cpu()  # waits for the device: part of the time taken
+        seconds = time.perf_counter() - start
+    return Prediction(logits, test, seconds, fit.classifier.to("cpu"), target, fit.history, device, policy)
 
 
 def history_record(history: dict[str, list], target: FeatureSet) -> dict[str, list[float]]:
@@ -81,8 +109,9 @@ def history_record(history: dict[str, list], target: FeatureSet) -> dict[str, li
     against the target's labels when it has them (for plots: nothing is selected on them)."""
     out = {k: [float(v) for v in series] for k, series in history.items() if k != "pseudo_labels"}
     if "pseudo_labels" in history and target.labels is not None:
+        labels_cpu = target.labels.cpu()
         out["pseudo_label_acc1"] = [
-            float((torch.as_tensor(labels) == target.labels).float().mean()) for labels in history["pseudo_labels"]
+            float((torch.as_tensor(labels).cpu() == labels_cpu).float().mean()) for labels in history["pseudo_labels"]
         ]
     return out
 
@@ -93,9 +122,11 @@ def run_method(
     seed: int = 0,
     hparams: dict[str, Any] | None = None,
     shots: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Fit ``method``, score it on the test rows, and return the result record (GUIDE §3)."""
-    return evaluate(features, method, seed, hparams, shots)[0]
+    return evaluate(features, method, seed, hparams, shots, device, precision)[0]
 
 
 def evaluate(
@@ -104,13 +135,16 @@ def evaluate(
     seed: int = 0,
     hparams: dict[str, Any] | None = None,
     shots: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
 ) -> tuple[dict[str, Any], Prediction]:
     """The result record of one run and what it predicted (for artifacts and reports).
 
-    ``seconds`` is the wall time of fitting and predicting (feature extraction excluded).
+    ``seconds`` is the wall time of fitting and predicting (feature extraction excluded); ``runtime`` says
+    where the method ran and under which precision policy (:func:`fit_and_predict`).
     """
     instance = build_method(method, hparams) if isinstance(method, str) else method
-    prediction = fit_and_predict(features, instance, seed, shots)
+    prediction = fit_and_predict(features, instance, seed, shots, device, precision)
     test = prediction.test
     metrics = classification_metrics(prediction.logits, test.labels) if test.labels is not None else {}
     record = {
@@ -125,6 +159,7 @@ def evaluate(
         "seed": seed,
         "shots": shots,
         "seconds": round(prediction.seconds, 4),
+        "runtime": {"device": str(prediction.device), **prediction.precision.record()},
         "history": history_record(prediction.history, prediction.target),
     }
     return record, prediction

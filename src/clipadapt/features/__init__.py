@@ -13,7 +13,7 @@ from clipadapt.data.sources import ImageSource
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from clipadapt.features.images import EncoderInputs
-from clipadapt.features.store import ExtractedImages, FeatureStore
+from clipadapt.features.store import ExtractedImages, FeatureStore, default_num_workers
 from clipadapt.features.text import encode_prompts
 from clipadapt.features.views import check_views, extract_views
 
@@ -56,6 +56,7 @@ def extract(
             augment=view_augment,
         )[keep]  # fmt: skip
     paths = source.paths()
+    workers = default_num_workers() if num_workers is None else num_workers
     return FeatureSet(
         image_features=images.features[keep],
         view_features=view_features,
@@ -71,9 +72,7 @@ def extract(
         pretrained=backbone.pretrained,
         dataset=source.name,
         extra={"skipped": len(images.failures)},
-        encoder=EncoderInputs(
-            backbone, source, keep, expand_prompts(source.classnames, prompts), batch_size, num_workers or 0
-        ),
+        encoder=EncoderInputs(backbone, source, keep, expand_prompts(source.classnames, prompts), batch_size, workers),
     )
 
 

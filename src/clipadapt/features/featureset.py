@@ -64,13 +64,33 @@ class FeatureSet:
         """(N, D) image features and (C, D) class prototypes as float32 with unit rows."""
         return F.normalize(self.image_features.float(), dim=1), F.normalize(self.text_features.float(), dim=1)
 
+    def to(self, device: torch.device | str) -> FeatureSet:
+        """The same rows with every tensor on ``device`` (moved once; the feature file's arrays stay where they are)."""
+        device = torch.device(device)
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return dataclasses.replace(
+            self,
+            image_features=self.image_features.to(device),
+            text_features=self.text_features.to(device),
+            labels=move(self.labels),
+            text_all=move(self.text_all),
+            view_features=move(self.view_features),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.image_features.device
+
     def without_labels(self) -> FeatureSet:
         """The same features with labels removed: what label-free methods receive."""
         return dataclasses.replace(self, labels=None)
 
     def subset(self, index: torch.Tensor | np.ndarray) -> FeatureSet:
         """Rows ``index`` (bool mask or integer indices) of every per-image field."""
-        idx = torch.as_tensor(np.asarray(index))
+        idx = index.cpu() if isinstance(index, torch.Tensor) else torch.as_tensor(np.asarray(index))
         if idx.dtype == torch.bool:
             idx = idx.nonzero().squeeze(1)
         np_idx = idx.numpy()
@@ -170,18 +190,18 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
 def save_feature_file(features: FeatureSet, path: str | os.PathLike) -> None:
     """Write ``features`` in the feature-file format, atomically."""
     arrays: dict[str, np.ndarray] = {
-        "image_features": features.image_features.numpy(),
-        "text_features": features.text_features.numpy(),
+        "image_features": features.image_features.cpu().numpy(),
+        "text_features": features.text_features.cpu().numpy(),
         "model": np.array(features.model),
         "pretrained": np.array(features.pretrained),
         "dataset": np.array(features.dataset),
     }
     if features.labels is not None:
-        arrays["labels"] = features.labels.numpy()
+        arrays["labels"] = features.labels.cpu().numpy()
     if features.text_all is not None:
-        arrays["text_all"] = features.text_all.numpy()
+        arrays["text_all"] = features.text_all.cpu().numpy()
     if features.view_features is not None:
-        arrays["view_features"] = features.view_features.numpy()
+        arrays["view_features"] = features.view_features.cpu().numpy()
         if features.view_augment:
             arrays["view_augment"] = np.array(features.view_augment)
     if features.classnames is not None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from clipadapt.backbones.base import Backbone
 from clipadapt.data.sources import ImageSource
+from clipadapt.runtime import hash_seed, seeded_randomness
 
 
 @dataclass
@@ -25,7 +27,7 @@ class EncoderInputs:
     rows: np.ndarray  # (N,) index into ``source`` of each feature row
     sentences: list[list[str]]  # C lists of prompts (templates filled in, or class descriptions)
     batch_size: int = 64
-    num_workers: int = 0
+    num_workers: int = 0  # image loading processes (decoding and augmenting off the main process)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -38,23 +40,66 @@ class EncoderInputs:
         return self.source.load(int(self.rows[i]))
 
     def loader(
-        self, transform: Callable[[Any], Any], indices: Sequence[int] | None = None, shuffle: bool = False,
+        self,
+        transform: Callable[[Any], Any],
+        shuffle: bool = False,
         batch_size: int | None = None,
-    ) -> DataLoader:  # fmt: skip
-        """Batches of (row indices (B,), transform(image) stacked) over ``indices`` (default: every row)."""
-        rows = list(range(len(self))) if indices is None else [int(i) for i in indices]
+        random_transform: bool = False,
+    ) -> DataLoader:
+        """Batches of (row indices (B,), transform(image) stacked) over every row, in order or shuffled.
+
+        The loader can be iterated once per epoch: its worker processes stay up between passes, and every
+        pass reshuffles. With ``random_transform`` (an augmentation), each image's random draws are seeded
+        by the pass and the row (both drawn in this process from torch's generator, i.e. the run's seed),
+        so they do not depend on the number of workers or on which worker loads the image. Batches are
+        pinned when the backbone is on CUDA (their copies to the device do not wait).
+        """
+        workers = self.num_workers
         return DataLoader(
-            _Rows(self, rows, transform), batch_size=batch_size or self.batch_size, shuffle=shuffle,
-            num_workers=self.num_workers, drop_last=False,
-        )  # fmt: skip
+            _Rows(self, transform),
+            batch_size=batch_size or self.batch_size,
+            sampler=PassSampler(len(self), shuffle, random_transform),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.backbone.device.type == "cuda",
+            drop_last=False,
+        )
+
+
+class PassSampler(Sampler):
+    """Every pass over ``n`` rows: their positions in order, or shuffled, each paired with the pass's
+    augmentation seed when ``seeded``.
+
+    Both are drawn in the main process from a generator of the sampler's own, seeded once from torch's
+    (the run's seed) when the sampler is made: the DataLoader draws from torch's generator too, as many
+    times as it starts worker iterators, and that count depends on the number of workers."""
+
+    def __init__(self, n: int, shuffle: bool, seeded: bool) -> None:
+        self.n, self.shuffle, self.seeded = n, shuffle, seeded
+        self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else range(self.n)
+        if not self.seeded:
+            return iter(order)
+        seed = int(torch.randint(0, 2**62, (), generator=self.generator))
+        return iter([(k, seed) for k in order])
 
 
 class _Rows(Dataset):
-    def __init__(self, inputs: EncoderInputs, rows: list[int], transform: Callable[[Any], Any]) -> None:
-        self.inputs, self.rows, self.transform = inputs, rows, transform
+    def __init__(self, inputs: EncoderInputs, transform: Callable[[Any], Any]) -> None:
+        self.inputs, self.transform = inputs, transform
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.inputs)
 
-    def __getitem__(self, k: int) -> tuple[int, Any]:
-        return self.rows[k], self.transform(self.inputs.load(self.rows[k]))
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[int, Any]:
+        k, seed = item if isinstance(item, tuple) else (item, None)
+        image = self.inputs.load(k)
+        if seed is None:
+            return k, self.transform(image)
+        with seeded_randomness(hash_seed(seed, k)):
+            return k, self.transform(image)

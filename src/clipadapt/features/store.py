@@ -86,6 +86,7 @@ class FeatureStore:
     def key_fields(backbone: Backbone, source: ImageSource, transform: object) -> dict[str, Any]:
         return {
             "backbone": {**backbone.identity(), "transform": describe_transform(transform)},
+            "precision": {"autocast": backbone.policy.autocast, "tf32": backbone.policy.tf32},  # bf16 ≠ fp32
             "dataset": source.name,
             "split": getattr(source, "split", None),
             "source": source.fingerprint(),

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps
 
@@ -27,6 +26,7 @@ from clipadapt.backbones.base import Backbone
 from clipadapt.data.sources import ImageSource
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.store import FeatureStore
+from clipadapt.runtime import hash_seed
 
 
 def crop_box(
@@ -90,11 +90,6 @@ def check_views(views: int, augment: str) -> None:
         raise ClipAdaptError(f"unknown view augmentation {augment!r}; known: {', '.join(VIEW_AUGMENTS)}")
     if augment == "flip" and views != 1:
         raise ClipAdaptError(f"a flipped view is one view (the mirror image): use --views 1, not {views}")
-
-
-def hash_seed(*parts: int) -> int:
-    """A stable 63-bit seed mixed from non-negative integers."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def extract_views(

@@ -21,12 +21,13 @@ def random_crops(
     pixels: torch.Tensor, crops: int, scale: tuple[float, float], generator: torch.Generator
 ) -> torch.Tensor:
     """(B, 3, S, S) → (B, N, 3, S, S): N square crops of side λ·S, λ ~ U(scale), anywhere in the image, each
-    resized back to S (FAIR's crops, Eq. 6)."""
+    resized back to S (FAIR's crops, Eq. 6). Drawn on the pixels' device with ``generator`` (of that device)."""
     b, _, size, _ = pixels.shape
-    side = torch.empty(b, crops).uniform_(*scale, generator=generator) * size  # (B, N)
-    corner = torch.rand(b, crops, 2, generator=generator) * (size - side)[..., None]  # (B, N, 2) x, y
+    on = {"device": pixels.device}  # ``generator`` must be on the pixels' device
+    side = torch.empty(b, crops, **on).uniform_(*scale, generator=generator) * size  # (B, N)
+    corner = torch.rand(b, crops, 2, generator=generator, **on) * (size - side)[..., None]  # (B, N, 2) x, y
     boxes = torch.cat([corner, corner + side[..., None]], dim=-1).view(-1, 4)
-    out = crop_and_resize(pixels, boxes, torch.arange(b).repeat_interleave(crops), size)
+    out = crop_and_resize(pixels, boxes, torch.arange(b, **on).repeat_interleave(crops), size)
     return out.view(b, crops, *pixels.shape[1:])
 
 
@@ -40,11 +41,12 @@ def random_resized_crops(
     log-uniform aspect ``ratio`` (as torchvision's RandomResizedCrop; a box wider or taller than the image is
     clamped to it), anywhere in the image, resized back to S."""
     b, _, size, _ = pixels.shape
-    area = torch.empty(b).uniform_(*scale, generator=generator)
-    log_ratio = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    on = {"device": pixels.device}  # ``generator`` must be on the pixels' device
+    area = torch.empty(b, **on).uniform_(*scale, generator=generator)
+    log_ratio = torch.empty(b, **on).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
     w = ((area * log_ratio.exp()).sqrt() * size).clamp(max=size)
     h = ((area / log_ratio.exp()).sqrt() * size).clamp(max=size)
-    x0 = torch.rand(b, generator=generator) * (size - w)
-    y0 = torch.rand(b, generator=generator) * (size - h)
+    x0 = torch.rand(b, generator=generator, **on) * (size - w)
+    y0 = torch.rand(b, generator=generator, **on) * (size - h)
     boxes = torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
-    return crop_and_resize(pixels, boxes, torch.arange(b), size)
+    return crop_and_resize(pixels, boxes, torch.arange(b, **on), size)

@@ -48,7 +48,8 @@ def knn(
         stop = min(start + block, len(rows_of))
         sims = search_rows[start:stop] @ search.T  # (block, M)
         if own:
-            sims[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")  # no self-loops
+            rows = torch.arange(stop - start, device=sims.device)
+            sims[rows, rows + start] = -float("inf")  # no self-loops
         top, idx = sims.topk(pool, dim=1)
         if pool > k:  # exact re-ranking of the candidates
             exact = torch.einsum("bd,bpd->bp", rows_of[start:stop], points[idx])
@@ -73,13 +74,13 @@ def knn_graph(points: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
     """
     m = points.shape[0]
     top, idx = knn(points, k, block)
-    r = torch.arange(m).repeat_interleave(idx.shape[1])
+    r = torch.arange(m, device=points.device).repeat_interleave(idx.shape[1])
     c, v = idx.reshape(-1), ((top + 1) / 2).reshape(-1)
     graph = torch.sparse_coo_tensor(
         torch.stack([torch.cat([r, c]), torch.cat([c, r])]), torch.cat([v, v]), (m, m), check_invariants=False
     )
     graph = graph.coalesce()
-    degree = torch.zeros(m, dtype=v.dtype).index_add_(0, graph.indices()[0], graph.values())
+    degree = v.new_zeros(m).index_add_(0, graph.indices()[0], graph.values())
     scale = degree.clamp_min(1e-12).rsqrt()
     i, j = graph.indices()
     return torch.sparse_coo_tensor(
@@ -105,25 +106,27 @@ def conjugate_gradient(
 
     ``matvec(p, out)`` writes A p into ``out``. Every (M, C) quantity lives in one of five buffers updated
     in place: at 50 000 × 500, fresh tensors each iteration cost more (page faults) than the arithmetic.
+    A column whose residual norm falls below ``tol`` stops changing (its step is zero from then on), so the
+    loop never asks the device whether to stop: no host round trip per iteration.
 
     Args:
         rhs: (M, C) right-hand sides B.
     Returns:
-        (M, C) approximate solution after at most ``iterations`` steps (stops when every residual < tol).
+        (M, C) approximate solution after ``iterations`` steps, each column frozen once its residual < tol.
     """
     x = torch.zeros_like(rhs)
     r = rhs.clone()
     p = r.clone()
     ap = torch.empty_like(rhs)
     rs = (r * r).sum(0)
+    active = rs.sqrt() >= tol  # (C,)
     for _ in range(iterations):
         matvec(p, ap)
-        step = rs / (p * ap).sum(0).clamp_min(1e-30)
+        step = torch.where(active, rs / (p * ap).sum(0).clamp_min(1e-30), 0.0)
         x.addcmul_(p, step)
         r.addcmul_(ap, step, value=-1)
         rs_new = (r * r).sum(0)
-        if float(rs_new.max().sqrt()) < tol:
-            break
+        active &= rs_new.sqrt() >= tol
         p.mul_(rs_new / rs.clamp_min(1e-30)).add_(r)
         rs = rs_new
     return x

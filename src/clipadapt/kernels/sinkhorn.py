@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from clipadapt.runtime import wide_float
+
 
 @torch.no_grad()
 def sinkhorn_balance(
@@ -25,12 +27,13 @@ def sinkhorn_balance(
     # Scaling form P = diag(u) K diag(v): K is computed once (float64, shifted by each row's maximum so
     # that every row keeps its largest entry exactly), then only the vectors u (N) and v (C) iterate, with
     # two matrix-vector products per iteration instead of two passes over the N × C matrix.
-    s = scores.double() / tau
+    wide = {"dtype": wide_float(scores.device), "device": scores.device}
+    s = scores.to(wide["dtype"]) / tau
     kernel = (s - s.max(dim=1, keepdim=True).values).exp()  # (N, C), entries in [0, 1]
-    target = torch.full((c,), 1.0 / c, dtype=torch.float64) if prior is None else prior.double() / prior.sum()
+    target = torch.full((c,), 1.0 / c, **wide) if prior is None else prior.to(**wide) / prior.sum()
     column_mass = n * target  # rows carry mass 1 each, so class j must carry N · target_j
-    u = torch.ones(n, dtype=torch.float64)
-    v = torch.ones(c, dtype=torch.float64)
+    u = torch.ones(n, **wide)
+    v = torch.ones(c, **wide)
     for _ in range(iterations):
         v = column_mass / (kernel.T @ u).clamp_min(1e-300)
         u = 1.0 / (kernel @ v).clamp_min(1e-300)

@@ -41,11 +41,14 @@ class Classifier:
     method: str = ""
     hparams: dict[str, Any] = field(default_factory=dict)
 
+    def unit(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(N, D) features (any norm, any device) → (N, D) float32 unit rows on this classifier's device."""
+        return F.normalize(image_features.to(self.weights.device, torch.float32), dim=-1)
+
     @torch.no_grad()
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
-        """(N, D) image features (any norm) → (N, C) logits."""
-        x = F.normalize(image_features.float(), dim=-1)
-        out = self.logit_scale * x @ self.weights.T
+        """(N, D) image features (any norm) → (N, C) logits, on this classifier's device."""
+        out = self.logit_scale * self.unit(image_features) @ self.weights.T
         return out if self.bias is None else out + self.bias
 
     def predict(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -55,17 +58,28 @@ class Classifier:
     def pixel_logits(self, backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images → (B, C) logits, encoding them with ``backbone`` as this
         classifier needs (tuned classifiers load their LayerNorm state for it)."""
-        return self.logits(backbone.encode_images(pixels).cpu())
+        return self.logits(backbone.encode_images(pixels))
 
     @torch.no_grad()
     def embed(self, image_features: torch.Tensor) -> torch.Tensor:
         """(N, D) features → (N, D) unit vectors in the space where :meth:`class_vectors` classify them
         (for reports: the features themselves, unless the method maps them)."""
-        return F.normalize(image_features.float(), dim=-1)
+        return self.unit(image_features)
 
     def class_vectors(self) -> torch.Tensor:
         """(C, D) unit class vectors in the space of :meth:`embed` (for reports)."""
         return F.normalize(self.weights.float(), dim=-1)
+
+    def to(self, device: torch.device | str) -> Classifier:
+        """This classifier with every tensor field (and dict of tensors) on ``device``."""
+        moved: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                moved[f.name] = value.to(device)
+            elif isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+                moved[f.name] = {k: v.to(device) for k, v in value.items()}
+        return dataclasses.replace(self, **moved)
 
     def save(self, folder: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
         """Write this classifier (safetensors + ``card.json`` with ``metadata``) under ``folder``."""

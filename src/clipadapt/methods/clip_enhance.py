@@ -84,13 +84,16 @@ def unit_views(views: torch.Tensor) -> torch.Tensor:
     return out.div_(out.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
 
-def draw_views(views: torch.Tensor, take: int) -> torch.Tensor:
-    """``take`` of each image's P pooled views, drawn without replacement, independently per image:
-    (B, P, D) → (B, take, D) (the pool itself when take ≥ P)."""
-    if take >= views.shape[1]:
-        return views
-    pick = torch.rand(views.shape[0], views.shape[1]).argsort(dim=1)[:, :take]  # the runner's --seed seeds it
-    return views.gather(1, pick[..., None].expand(-1, -1, views.shape[2]))
+def view_draws(images: int, pool: int, take: int) -> torch.Tensor | None:
+    """(images, take) indices of ``take`` of each image's ``pool`` views, drawn without replacement,
+    independently per image, on the CPU (the runner's --seed seeds them; every device draws the same);
+    None when take ≥ pool (every view, every time)."""
+    return None if take >= pool else torch.rand(images, pool).argsort(dim=1)[:, :take]
+
+
+def drawn_views(views: torch.Tensor, draws: torch.Tensor | None) -> torch.Tensor:
+    """(B, P, D) pooled views and (B, take) draws → (B, take, D) (the pool itself without draws)."""
+    return views if draws is None else views.gather(1, draws[..., None].expand(-1, -1, views.shape[2]))
 
 
 @torch.no_grad()
@@ -104,7 +107,7 @@ def ensemble_log_probs(
     Returns:
         (N, C), ``block`` images at a time (no (N, P, C) tensor).
     """
-    out = torch.empty(x.shape[0], weights.shape[0])
+    out = x.new_empty(x.shape[0], weights.shape[0])
     for start in range(0, x.shape[0], block):
         rows = slice(start, start + block)
         log_probs = torch.log_softmax(vmf_logits(weights, x[rows], vmf), dim=-1)  # (B, C), in the log domain:
@@ -169,7 +172,7 @@ class CLIPEnhance(Method):
             teacher = self._distil(teacher, x, views, history)
         bias = log_vmf_normaliser(teacher.norm(dim=1), teacher.shape[1]) if self.vmf else None
         classifier = Classifier(teacher, target.class_names, 1.0, bias=bias, method=self.name, hparams=hparams)
-        history["concentration"] = teacher.norm(dim=1).tolist()
+        history["concentration"] = teacher.norm(dim=1).tolist()  # (waits for the device once, at the end)
         logits = ensemble_log_probs(teacher, x, views if self.ensemble else None, self.vmf)
         return Fit(classifier, target_logits=logits, history=history)
 
@@ -182,10 +185,16 @@ class CLIPEnhance(Method):
         take = min(self.views_per_epoch, views.shape[1])
         keep = max(1, math.floor(self.confident_fraction * take))
         n = x.shape[0]
+        losses = []
         for _ in progress(range(self.epochs), desc="clip-enhance", unit="epoch"):
-            total = 0.0
-            for batch in torch.randperm(n).split(self.batch_size):  # the runner's --seed seeds randperm
-                batch_views = unit_views(draw_views(views[batch], take))  # a fresh draw every epoch
+            order = torch.randperm(n)  # CPU draws (the runner's --seed seeds them), moved once per epoch
+            draws = view_draws(n, views.shape[1], take)  # a fresh draw every epoch
+            order, draws = order.to(x.device), None if draws is None else draws.to(x.device)
+            total = x.new_zeros(())
+            for start in range(0, n, self.batch_size):
+                batch = order[start : start + self.batch_size]
+                picked = None if draws is None else draws[start : start + self.batch_size]
+                batch_views = unit_views(drawn_views(views[batch], picked))
                 loss = distillation_loss(student, teacher, x[batch], batch_views, keep, self.vmf)
                 optimiser.zero_grad()
                 loss.backward()
@@ -193,10 +202,11 @@ class CLIPEnhance(Method):
                 if not self.vmf:
                     with torch.no_grad():
                         student.copy_(F.normalize(student, dim=1))
-                total += float(loss.detach())
+                total += loss.detach()
             with torch.no_grad():
                 teacher = self.ema * teacher + (1 - self.ema) * student.detach()
                 if not self.vmf:
                     teacher = F.normalize(teacher, dim=1)
-            history["loss"].append(total / n)
+            losses.append(total / n)
+        history["loss"] = torch.stack(losses).tolist() if losses else []
         return teacher

@@ -103,7 +103,7 @@ class CMMClassifier(Classifier):
     @torch.no_grad()
     def branch_log_probs(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, D) → (N, C) log p_cmm and (N, C) log p_clip (None without the CLIP branch), before fusion."""
-        x = F.normalize(image_features.float(), dim=-1)
+        x = self.unit(image_features)
         assert self.texts is not None
         log_cmm = cmm_logits(x, self.mapping, self.texts).log_softmax(dim=-1)
         log_clip = (self.logit_scale * x @ self.weights.T).log_softmax(dim=-1) if self.clip_logits else None
@@ -112,7 +112,7 @@ class CMMClassifier(Classifier):
     @torch.no_grad()
     def embed(self, image_features: torch.Tensor) -> torch.Tensor:
         """The mapped features v'' (the CMM branch's space)."""
-        return map_features(F.normalize(image_features.float(), dim=-1), self.mapping)
+        return map_features(self.unit(image_features), self.mapping)
 
     def class_vectors(self) -> torch.Tensor:
         assert self.texts is not None
@@ -192,7 +192,7 @@ class CMM(Method):
         dim = x.shape[1]
         # W is held transposed: x @ Wᵀ then reads a contiguous matrix (3× faster for 8 rows on CPU); AdamW
         # is elementwise, so the trajectory is the same
-        mapping_t = torch.zeros(dim, dim, requires_grad=True) if self.mapping else None
+        mapping_t = x.new_zeros(dim, dim, requires_grad=True) if self.mapping else None
         mapping = None if mapping_t is None else mapping_t.T
         texts = prototypes.clone().requires_grad_(True)
         params = [texts] if mapping_t is None else [mapping_t, texts]
@@ -203,8 +203,9 @@ class CMM(Method):
         rates = warmup_cosine(self.iterations, warmup, self.lr, self.min_lr).tolist()
         log_clip = (100.0 * x @ prototypes.T).log_softmax(dim=-1) if self.clip_logits else None
         passes = math.ceil(self.iterations * self.batch_size / len(x))
-        order = torch.cat([torch.randperm(len(x)) for _ in range(passes)])  # the runner's --seed seeds them
-        losses, running = [], 0.0
+        # drawn on the CPU (the runner's --seed seeds them; every device draws the same), moved once
+        order = torch.cat([torch.randperm(len(x)) for _ in range(passes)]).to(x.device)
+        losses, running = [], x.new_zeros(())
         with torch.enable_grad():
             for step in range(self.iterations):
                 batch = order[step * self.batch_size : (step + 1) * self.batch_size]
@@ -221,8 +222,9 @@ class CMM(Method):
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
-                running += float(loss.detach())
+                running += loss.detach()  # summed on the device: no wait for the device inside the loop
                 if (step + 1) % 1000 == 0 or step + 1 == self.iterations:
                     losses.append(running / ((step % 1000) + 1))
-                    running = 0.0
-        return (None if mapping is None else mapping.detach().contiguous()), texts.detach(), losses
+                    running = x.new_zeros(())
+        losses_list = torch.stack(losses).tolist() if losses else []
+        return (None if mapping is None else mapping.detach().contiguous()), texts.detach(), losses_list

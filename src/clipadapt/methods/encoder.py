@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from clipadapt.backbones.base import Backbone, Tower
 from clipadapt.errors import MethodUnavailable
@@ -108,20 +108,19 @@ def tuned(backbone: Backbone, state: dict[str, torch.Tensor]) -> Iterator[Backbo
 
 
 @torch.no_grad()
-def encode_rows(encoder: EncoderInputs, transform: Callable[[Any], Any] | None = None) -> torch.Tensor:
-    """(N, D) unnormalised image embeddings of every row with the backbone as it is now."""
+def encode_rows(encoder: EncoderInputs, loader: DataLoader | None = None) -> torch.Tensor:
+    """(N, D) unnormalised image embeddings of every row with the backbone as it is now, on its device.
+
+    ``loader``: an in-order loader of ``encoder`` over every row (to reuse its workers); default: a new one.
+    """
     backbone = encoder.backbone
-    out = torch.empty(len(encoder), 0)
-    for rows, pixels in encoder.loader(transform or backbone.preprocess):
-        feats = backbone.encode_images(pixels).cpu()
-        if out.shape[1] == 0:
-            out = torch.empty(len(encoder), feats.shape[1])
-        out[rows] = feats
-    return out
+    parts = [backbone.encode_images(pixels) for _, pixels in loader or encoder.loader(backbone.preprocess)]
+    return torch.cat(parts)
 
 
 def class_text_features(backbone: Backbone, sentences: list[list[str]]) -> torch.Tensor:
-    """(C, D) prompt-ensemble prototypes, normalised mean of normalised embeddings, with gradients.
+    """(C, D) prompt-ensemble prototypes, normalised mean of normalised embeddings, with gradients, on the
+    backbone's device.
 
     The same construction as :func:`clipadapt.features.text.encode_prompts` (which runs without them).
     """
@@ -129,7 +128,7 @@ def class_text_features(backbone: Backbone, sentences: list[list[str]]) -> torch
     with autocast(backbone.device, backbone.precision):
         embeddings = F.normalize(backbone.text_forward(flat).float(), dim=-1)
     per_class = torch.split(embeddings, [len(s) for s in sentences])
-    return F.normalize(torch.stack([e.mean(0) for e in per_class]), dim=-1).cpu()
+    return F.normalize(torch.stack([e.mean(0) for e in per_class]), dim=-1)
 
 
 # -- the classifier of a tuned model --------------------------------------------------------------------
@@ -156,4 +155,4 @@ class TunedClassifier(Classifier):
 
     def pixel_logits(self, backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
         with tuned(backbone, self.layernorm_state):
-            return self.logits(backbone.encode_images(pixels).cpu())
+            return self.logits(backbone.encode_images(pixels))

@@ -188,11 +188,16 @@ class FAIR(Method):
         backbone, device = encoder.backbone, encoder.backbone.device
         initial = self._anchors(target).to(device)
         anchors = torch.nn.Parameter(initial.clone())
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))  # follows the run's seed
+        # the crops are drawn on the device, from a generator seeded by the run's seed
+        generator = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,))))
+        # one loader for every epoch (its workers stay up); each image's strong view is seeded by epoch and row
+        loader = encoder.loader(
+            WeakAndStrong(backbone), shuffle=True, batch_size=self.batch_size, random_transform=True
+        )
         names = layernorm_names(backbone, ["vision"])
         steps_per_epoch = math.ceil(len(target) / self.batch_size)
         series = ("loss", "loss_self_training", "loss_fairness", "gamma_mean", "agreement")
-        history: dict[str, list] = {key: [] for key in (*series, "pseudo_labels")}
+        epochs: dict[str, list[torch.Tensor]] = {key: [] for key in (*series, "pseudo_labels")}
         with checkpointing(backbone, self.grad_checkpointing), tuning(backbone, ["vision"]) as params:
             decayed = [p for name, p in zip(names, params, strict=True) if not name.endswith("bias")]
             biases = [p for name, p in zip(names, params, strict=True) if name.endswith("bias")]
@@ -205,15 +210,16 @@ class FAIR(Method):
             )
             bar = progress(range(self.epochs), desc="fair", unit="epoch")
             for _ in bar:
-                pseudo = torch.full((len(target),), -1, dtype=torch.long)
-                sums = dict.fromkeys(series, 0.0)
+                # everything the epoch records stays on the device until the epoch ends
+                pseudo = torch.full((len(target),), -1, dtype=torch.long, device=device)
+                sums = {key: initial.new_zeros(()) for key in series}
                 mean_probs = None  # p̄, reset every epoch
-                for rows, (weak, strong) in encoder.loader(WeakAndStrong(backbone), shuffle=True,
-                                                           batch_size=self.batch_size):  # fmt: skip
-                    label, gamma = self.pseudo_labels(backbone, weak.to(device),
+                for rows, (weak, strong) in loader:
+                    rows = rows.to(device, non_blocking=True)
+                    label, gamma = self.pseudo_labels(backbone, weak.to(device, non_blocking=True),
                                                       anchors if self.las else initial, generator)  # fmt: skip
                     with torch.enable_grad(), autocast(device, backbone.precision):
-                        v = backbone.image_forward(strong.to(device)).float()
+                        v = backbone.image_forward(strong.to(device, non_blocking=True)).float()
                         logits = 100.0 * F.normalize(v, dim=-1) @ F.normalize(anchors, dim=-1).T
                         mean_probs = moving_average(mean_probs, logits.softmax(dim=-1).mean(0), self.fairness_momentum)
                         self_training = (gamma * F.cross_entropy(logits, label, reduction="none")).mean()
@@ -223,21 +229,24 @@ class FAIR(Method):
                     loss.backward()
                     optimiser.step()
                     schedule.step()
-                    pseudo[rows] = label.cpu()
+                    pseudo[rows] = label
                     for key, value in (("loss", loss), ("loss_self_training", self_training),
                                        ("loss_fairness", fairness), ("gamma_mean", gamma.mean())):  # fmt: skip
-                        sums[key] += float(value.detach()) * len(rows)
-                    sums["agreement"] += float((logits.argmax(1) == label).sum())
+                        sums[key] += value.detach() * len(rows)
+                    sums["agreement"] += (logits.argmax(1) == label).sum()
                 for key in series:
-                    history[key].append(sums[key] / len(target))
-                history["pseudo_labels"].append(pseudo.tolist())
-                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", agreement=f"{history['agreement'][-1]:.2f}")
+                    epochs[key].append(sums[key] / len(target))
+                epochs["pseudo_labels"].append(pseudo)
+                last = {key: float(epochs[key][-1]) for key in ("loss", "agreement")}  # once per epoch
+                bar.set_postfix(loss=f"{last['loss']:.3f}", agreement=f"{last['agreement']:.2f}")
             state = layernorm_state(backbone, names)
             features = encode_rows(encoder)  # the last epoch's model on the target images
         classifier = TunedClassifier(
-            F.normalize(anchors.detach().cpu(), dim=-1), target.class_names, 100.0, method=self.name,
+            F.normalize(anchors.detach(), dim=-1), target.class_names, 100.0, method=self.name,
             hparams=self.hparams(), layernorm_state=state,
         )  # fmt: skip
+        history: dict[str, list] = {key: [float(v) for v in epochs[key]] for key in series}
+        history["pseudo_labels"] = [labels.tolist() for labels in epochs["pseudo_labels"]]
         return Fit(classifier, target_logits=classifier.logits(features), history=history)
 
     @torch.no_grad()

@@ -88,7 +88,7 @@ class LinearProbe(Method):
         x, y = training_samples(support, self.augment)
         _, text = support.normalised()
         weights = torch.zeros_like(text)
-        bias = torch.zeros(text.shape[0])
+        bias = text.new_zeros(text.shape[0])
         x_val, _ = validation.normalised()
         fits = {}
         for penalty in PENALTIES:  # strong to weak, each warm-started from the last
@@ -153,7 +153,7 @@ class CrossModalLinearProbe(Method):
         _, text = support.normalised()
         prompts = support.text_all if support.text_all is not None else support.text_features[None]
         texts = F.normalize(prompts.float(), dim=-1).reshape(-1, text.shape[1])  # (P·C, D), class c at rows ≡ c
-        text_labels = torch.arange(text.shape[0]).repeat(prompts.shape[0])
+        text_labels = torch.arange(text.shape[0], device=text.device).repeat(prompts.shape[0])
         samples, labels = torch.cat([images, texts]), torch.cat([image_labels, text_labels])
         grid = [(lr, wd, b) for lr, wd, b in CROSS_MODAL_GRID if b // 2 < len(texts) and b - b // 2 < len(images)]
         if not grid:
@@ -174,14 +174,17 @@ class CrossModalLinearProbe(Method):
         grid: list[tuple[float, float, int]], validation: FeatureSet,
     ) -> tuple[list[float], list[int], list[torch.Tensor]]:  # fmt: skip
         """Train one head per grid point at once, as one (G, C, D) tensor (their losses add, their updates are
-        separate); returns, per grid point, the best validation top-1, its iteration and its head."""
+        separate); returns, per grid point, the best validation top-1, its iteration and its head.
+
+        The batches are drawn on the CPU (seeded by the runner; every device draws the same) and moved once;
+        the best heads are kept on the device, so the loop never waits for it."""
         n_texts = len(samples) - n_images
         dim = text.shape[1]
         widest = max(b for _, _, b in grid)
-        heads = torch.stack([
-            text.clone() if self.init == "zeroshot" else torch.empty_like(text).uniform_(-(dim**-0.5), dim**-0.5)
+        heads = torch.stack([  # a random start is drawn on the CPU, so that every device starts the same
+            text.clone() if self.init == "zeroshot" else torch.empty(text.shape).uniform_(-(dim**-0.5), dim**-0.5)
             for _ in grid
-        ])  # fmt: skip
+        ]).to(text.device)  # fmt: skip
         # every grid point's batches, padded to the widest batch: (G, iterations, widest) indices and a mask
         rows = torch.zeros(len(grid), self.iterations, widest, dtype=torch.long)
         weight = torch.zeros(len(grid), 1, widest)  # 1/B on a grid point's own rows: its mean cross-entropy
@@ -190,11 +193,16 @@ class CrossModalLinearProbe(Method):
             texts = loader_indices(n_texts, b // 2, self.iterations, offset=n_images)
             rows[g, :, :b] = torch.cat([images, texts], dim=1)
             weight[g, 0, :b] = 1.0 / b
+        device = samples.device
+        rows, weight = rows.to(device), weight.to(device)
         rates = torch.stack([warmup_then_cosine(self.iterations, self.warmup, lr, self.warmup_lr) for lr, _, _ in grid])
-        decay = torch.tensor([wd for _, wd, _ in grid], dtype=torch.float64)
+        rates = rates.to(device, heads.dtype)  # as GridAdamW would cast them at every step
+        decay = torch.tensor([wd for _, wd, _ in grid], dtype=heads.dtype, device=device)
         optimiser = GridAdamW(heads)
         x_val, _ = validation.normalised()
-        best_acc, best_step, best_heads = [-1.0] * len(grid), [0] * len(grid), list(heads.clone())
+        best_acc = heads.new_full((len(grid),), -1.0)
+        best_step = torch.zeros(len(grid), dtype=torch.long, device=device)
+        best_heads = heads.clone()
         for step in progress(range(self.iterations), desc=self.name, unit="it"):
             heads.requires_grad_(True)
             with torch.enable_grad():
@@ -206,10 +214,11 @@ class CrossModalLinearProbe(Method):
             heads = optimiser.step(heads.detach(), grad, rates[:, step], decay)
             if step % self.eval_every == 0:
                 accs = (torch.einsum("nd,gcd->gnc", x_val, heads).argmax(2) == validation.labels).float().mean(1)
-                for g, acc in enumerate(accs.tolist()):
-                    if acc > best_acc[g]:
-                        best_acc[g], best_step[g], best_heads[g] = acc, step, heads[g].clone()
-        return best_acc, best_step, best_heads
+                better = accs > best_acc  # (G,): strictly better, so the first best is kept on ties
+                best_acc = torch.where(better, accs, best_acc)
+                best_step = torch.where(better, step, best_step)
+                best_heads = torch.where(better[:, None, None], heads, best_heads)
+        return best_acc.tolist(), best_step.tolist(), list(best_heads)
 
 
 class GridAdamW:

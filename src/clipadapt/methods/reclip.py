@@ -43,6 +43,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from clipadapt.backbones.base import Backbone
 from clipadapt.features.featureset import FeatureSet
@@ -91,8 +92,8 @@ class ReCLIPClassifier(TunedClassifier):
     def pair_logits(self, tuned_features: torch.Tensor, frozen_features: torch.Tensor) -> torch.Tensor:
         """(N, D) features from the tuned and from the untuned vision tower → (N, C)."""
         assert self.centres is not None
-        vision = F.normalize(tuned_features.float(), dim=-1) @ self.centres.T
-        text = F.normalize(frozen_features.float(), dim=-1) @ self.weights.T
+        vision = self.unit(tuned_features) @ self.centres.T
+        text = self.unit(frozen_features) @ self.weights.T
         return self.logit_scale * 0.5 * (vision + text)
 
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -103,9 +104,9 @@ class ReCLIPClassifier(TunedClassifier):
         return self.pair_logits(self.tuned_features(encoder), frozen_features)
 
     def pixel_logits(self, backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
-        frozen = backbone.encode_images(pixels).cpu()
+        frozen = backbone.encode_images(pixels)
         with tuned(backbone, self.layernorm_state):
-            return self.pair_logits(backbone.encode_images(pixels).cpu(), frozen)
+            return self.pair_logits(backbone.encode_images(pixels), frozen)
 
 
 @register_method
@@ -132,31 +133,38 @@ class ReCLIP(Method):
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         encoder = require_encoder(self.name, target.encoder)
         backbone = encoder.backbone
-        frozen, text0 = target.normalised()  # v₀ (N, D) and t₀ (C, D), cached by the feature store
+        frozen, text0 = (t.to(backbone.device) for t in target.normalised())  # v₀ (N, D), t₀ (C, D), cached
         batch_size = self.batch_size or (32 if text0.shape[0] > 200 else 64)
         propagate = partial(
             propagation_scores, k=self.k, alpha=self.alpha, cg_iterations=self.cg_iterations,
             max_propagation_classes=self.max_propagation_classes,
         )  # fmt: skip
-        history: dict[str, list] = {"agreement": [], "loss": [], "pseudo_labels": []}
+        # both loaders live for the whole fit: their workers decode the images of every epoch
+        labelling = encoder.loader(backbone.preprocess)
+        training = encoder.loader(backbone.preprocess, shuffle=True, batch_size=batch_size)
+        series: dict[str, list[torch.Tensor]] = {"agreement": [], "loss": [], "pseudo_labels": []}
         names = layernorm_names(backbone, ["vision", "text"])
         iterations = 0
         with tuning(backbone, ["vision", "text"]) as params:
             optimiser = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
             bar = progress(range(self.epochs + 1), desc="reclip", unit="epoch")
             for epoch in bar:  # the last pass only labels: the last model's pseudo-labels and centres
-                tuned_x, centres, labels = self._pseudo_labels(encoder, frozen, text0, propagate)
+                tuned_x, centres, labels = self._pseudo_labels(encoder, labelling, frozen, text0, propagate)
                 mask = shared_labels(labels[0], labels[1], self.label_sharing)
-                history["agreement"].append(float((labels[0] == labels[1]).float().mean()))
-                history["pseudo_labels"].append(labels[0].tolist())
-                if epoch == self.epochs or not mask.any() or iterations >= self.max_iterations:
+                series["agreement"].append((labels[0] == labels[1]).float().mean())
+                series["pseudo_labels"].append(labels[0])
+                if epoch == self.epochs or iterations >= self.max_iterations:
+                    break
+                mask_on_cpu = mask.cpu()  # once per epoch: the batches are checked against this copy
+                if not mask_on_cpu.any():
                     break
                 mean_loss, steps = self._train_epoch(
-                    encoder, frozen, labels, mask, centres, optimiser, batch_size, self.max_iterations - iterations
-                )
+                    training, encoder, frozen, labels, (mask, mask_on_cpu), centres, optimiser,
+                    self.max_iterations - iterations,
+                )  # fmt: skip
                 iterations += steps
-                history["loss"].append(mean_loss)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", agreement=f"{history['agreement'][-1]:.2f}")
+                series["loss"].append(mean_loss)
+                bar.set_postfix(loss=f"{float(mean_loss):.3f}", agreement=f"{float(series['agreement'][-1]):.2f}")
             with torch.no_grad():
                 texts = class_text_features(backbone, first_prompts(encoder.sentences))
             state = layernorm_state(backbone, names)
@@ -165,54 +173,61 @@ class ReCLIP(Method):
             hparams={**self.hparams(), "batch_size": batch_size, "iterations": iterations},
             layernorm_state=state, centres=centres,
         )  # fmt: skip
+        history: dict[str, list] = {key: [float(v) for v in series[key]] for key in ("agreement", "loss")}
+        history["pseudo_labels"] = [labels.tolist() for labels in series["pseudo_labels"]]
         return Fit(classifier, target_logits=classifier.pair_logits(tuned_x, frozen), history=history)
 
     def _train_epoch(
         self,
+        loader: DataLoader,
         encoder: EncoderInputs,
         frozen: torch.Tensor,
         labels: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor,
+        mask: tuple[torch.Tensor, torch.Tensor],
         centres: torch.Tensor,
         optimiser: torch.optim.Optimizer,
-        batch_size: int,
         max_steps: int,
-    ) -> tuple[float, int]:
+    ) -> tuple[torch.Tensor, int]:
         """One shuffled pass over every row, at most ``max_steps`` batches: ReCLIP-V on ``labels[0]`` against
-        ``centres``, ReCLIP-T on ``labels[1]``, each loss over the rows of ``mask``. Returns the mean loss of
-        the steps taken and the number of batches."""
+        ``centres``, ReCLIP-T on ``labels[1]``, each loss over the rows of ``mask`` (on the device, and a
+        CPU copy that decides, without waiting for the device, which batches step). Returns the mean loss of
+        the steps taken (on the device) and the number of batches."""
         backbone, device = encoder.backbone, encoder.backbone.device
-        centres = centres.to(device)
+        mask_on_device, mask_on_cpu = mask
         first = first_prompts(encoder.sentences)
-        total, steps, batches = 0.0, 0, 0
-        loader = encoder.loader(backbone.preprocess, shuffle=True, batch_size=batch_size)
+        total, steps, batches = frozen.new_zeros(()), 0, 0
         for batch_rows, pixels in loader:
             if batches >= max_steps:
                 break
             batches += 1
-            m = mask[batch_rows].to(device)
-            if not m.any():  # no agreed row in this batch: no step (as the code)
+            if not mask_on_cpu[batch_rows].any():  # no agreed row in this batch: no step (as the code)
                 continue
-            y_vision, y_text = labels[0][batch_rows].to(device), labels[1][batch_rows].to(device)
+            rows = batch_rows.to(device, non_blocking=True)
+            m = mask_on_device[rows]
             with torch.enable_grad(), autocast(device, backbone.precision):
-                v = F.normalize(backbone.image_forward(pixels.to(device)).float(), dim=-1)
-                loss_v = masked_cross_entropy(100.0 * v @ centres.T, y_vision, m)
-                t = class_text_features(backbone, first).to(device)  # with gradients: the text LayerNorms train
-                loss_t = masked_cross_entropy(100.0 * frozen[batch_rows].to(device) @ t.T, y_text, m)
+                v = F.normalize(backbone.image_forward(pixels.to(device, non_blocking=True)).float(), dim=-1)
+                loss_v = masked_cross_entropy(100.0 * v @ centres.T, labels[0][rows], m)
+                t = class_text_features(backbone, first)  # with gradients: the text LayerNorms train
+                loss_t = masked_cross_entropy(100.0 * frozen[rows] @ t.T, labels[1][rows], m)
                 loss = loss_v + loss_t
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total, steps = total + float(loss.detach()), steps + 1
+            total, steps = total + loss.detach(), steps + 1
         return total / max(steps, 1), batches
 
     @torch.no_grad()
     def _pseudo_labels(
-        self, encoder: EncoderInputs, frozen: torch.Tensor, text0: torch.Tensor, propagate: Callable[..., torch.Tensor]
+        self,
+        encoder: EncoderInputs,
+        loader: DataLoader,
+        frozen: torch.Tensor,
+        text0: torch.Tensor,
+        propagate: Callable[..., torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """With the model as it is now: tuned image features (N, D), ReCLIP-V's class centres (C, D), and the
-        (N,) pseudo-labels of ReCLIP-V and ReCLIP-T."""
-        tuned_x = F.normalize(encode_rows(encoder), dim=-1)
+        (N,) pseudo-labels of ReCLIP-V and ReCLIP-T, all on the device (``loader``: every row, in order)."""
+        tuned_x = F.normalize(encode_rows(encoder, loader), dim=-1)
         vision_nodes = propagate(tuned_x, text0, with_anchors=True).argmax(1)  # (C + N,) anchors first
         centres = class_centres(torch.cat([text0, tuned_x]), vision_nodes, text0)
         texts = class_text_features(encoder.backbone, encoder.sentences)  # the full prompt ensemble

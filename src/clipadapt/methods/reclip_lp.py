@@ -24,14 +24,15 @@ from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import knn_graph, propagate_labels
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
+from clipadapt.runtime import wide_float
 
 
 def text_basis(text: torch.Tensor, projection: str = "P2") -> torch.Tensor:
     """Orthonormal basis (D, r) of the projection space: P0 = identity (r = D), P1 = span of the C text
     features (r = C), P2 = that span without its first principal direction (r = C − 1). text: (C, D)."""
     if projection == "P0":
-        return torch.eye(text.shape[1], dtype=text.dtype)
-    _, _, vh = torch.linalg.svd(text.double(), full_matrices=False)  # rows of vh: basis of span(T)
+        return torch.eye(text.shape[1], dtype=text.dtype, device=text.device)
+    _, _, vh = torch.linalg.svd(text.to(wide_float(text.device)), full_matrices=False)  # rows of vh: span(T)
     basis = vh.T.to(text.dtype)
     if projection == "P1":
         return basis
@@ -72,8 +73,8 @@ def propagation_scores(
     if n_classes > max_propagation_classes:
         scores = nodes @ t_proj.T
     else:
-        seeds = torch.zeros(len(nodes), n_classes)
-        seeds[torch.arange(n_classes), torch.arange(n_classes)] = 1
+        seeds = nodes.new_zeros(len(nodes), n_classes)
+        seeds[:n_classes].fill_diagonal_(1)  # the text anchors, labelled
         scores = propagate_labels(knn_graph(nodes, k), seeds, alpha, cg_iterations)
     return scores if with_anchors else scores[n_classes:]
 
@@ -82,9 +83,8 @@ def class_centres(x: torch.Tensor, labels: torch.Tensor, fallback: torch.Tensor)
     """(C, D) normalised mean of the (N, D) features x of each class of ``labels`` (N,); a class with no
     member keeps its row of ``fallback`` (C, D), e.g. its text prototype."""
     centres = torch.zeros_like(fallback).index_add_(0, labels, x)
-    empty = centres.norm(dim=1) == 0
-    centres[empty] = fallback[empty]
-    return F.normalize(centres, dim=1)
+    empty = centres.norm(dim=1, keepdim=True) == 0
+    return F.normalize(torch.where(empty, fallback, centres), dim=1)
 
 
 @register_method

@@ -33,7 +33,7 @@ from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
-from clipadapt.methods.supervised import accuracy, augmentation, log_grid, require_labelled, training_samples
+from clipadapt.methods.supervised import augmentation, log_grid, require_labelled, training_samples
 
 OFFICIAL_INITIAL_ALPHAS = (1.17, 2.0, 3.0, 5.0, 10.0)  # init_alpha of the official per-dataset configs
 OFFICIAL_INITIAL_BETAS = (1.0,)
@@ -75,7 +75,7 @@ class CacheClassifier(Classifier):
 
     @torch.no_grad()
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(image_features.float(), dim=-1)
+        x = self.unit(image_features)
         assert self.keys is not None and self.key_labels is not None
         cache = cache_logits(x @ self.keys.T, self.key_labels, self.weights.shape[0], self.beta)
         return self.logit_scale * x @ self.weights.T + self.alpha * cache
@@ -94,19 +94,20 @@ def search_alpha_beta(
     """The (α, β) of the best accuracy of 100 x̂ t̂ᵀ + α · cache_β on (x, labels) — validation data only.
 
     Returns:
-        α, β and the accuracy (the first best in β-major, α-minor order).
+        α, β and the accuracy (the first best in β-major, α-minor order). The accuracies stay on the device
+        until the search ends (one wait for the device, not one per grid point).
     """
     zeroshot = 100.0 * x @ text.T
     affinity = x @ keys.T
     scratch, cache, logits = torch.empty_like(affinity), torch.empty_like(zeroshot), torch.empty_like(zeroshot)
-    best = (alphas[0], betas[0], -1.0)
-    for beta in betas:
+    accuracies = zeroshot.new_empty(len(betas), len(alphas))
+    for i, beta in enumerate(betas):
         cache_logits(affinity, key_labels, text.shape[0], beta, scratch, cache)
-        for alpha in alphas:
-            acc = accuracy(torch.add(zeroshot, cache, alpha=alpha, out=logits), labels)
-            if acc > best[2]:
-                best = (alpha, beta, acc)
-    return best
+        for j, alpha in enumerate(alphas):
+            predicted = torch.add(zeroshot, cache, alpha=alpha, out=logits).argmax(dim=1)
+            accuracies[i, j] = (predicted == labels).float().mean()
+    i, j = divmod(int(accuracies.argmax()), len(alphas))  # argmax: the first of equal maxima, row-major
+    return alphas[j], betas[i], float(accuracies[i, j])
 
 
 def cache_keys(support: FeatureSet, augment: bool) -> torch.Tensor:
@@ -199,7 +200,7 @@ class TipAdapterF(TipAdapter):
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, self.epochs * batches)
         with torch.enable_grad():
             for _ in range(self.epochs):
-                for batch in torch.randperm(len(x)).split(self.batch_size):  # the runner's --seed seeds it
+                for batch in torch.randperm(len(x)).to(x.device).split(self.batch_size):  # seeded by --seed
                     cache = cache_logits(x[batch] @ keys.T, support.labels, text.shape[0], self.train_beta)
                     loss = F.cross_entropy(zeroshot[batch] + self.train_alpha * cache, y[batch])
                     optimiser.zero_grad()

@@ -88,7 +88,7 @@ def initial_means(x: torch.Tensor, z: torch.Tensor, top: int = 8) -> torch.Tenso
 
 def shot_means(shots: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Official few-shot μ init: the normalised sum of each class's shots. (S, D), (S,) → (C, D)."""
-    return F.normalize(torch.zeros(num_classes, shots.shape[1]).index_add_(0, labels, shots), dim=1)
+    return F.normalize(shots.new_zeros(num_classes, shots.shape[1]).index_add_(0, labels, shots), dim=1)
 
 
 def update_gaussians(
@@ -155,7 +155,7 @@ def neighbour_graph(x: torch.Tensor, k: int, exact_max: int) -> torch.Tensor:
     """Sparse CSR (N, N) (W + Wᵀ)/(2k), W_ij = x_iᵀx_j for the k nearest neighbours j of each i (raw cosines)."""
     n = x.shape[0]
     sims, idx = _search(x, k, exact_max)
-    rows = torch.arange(n).repeat_interleave(idx.shape[1])
+    rows = torch.arange(n, device=x.device).repeat_interleave(idx.shape[1])
     cols, values = idx.reshape(-1), sims.reshape(-1) / (2 * k)
     both = torch.sparse_coo_tensor(
         torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])]), torch.cat([values, values]), (n, n),
@@ -233,7 +233,7 @@ class TransCLIPZeroShot(Method):
         log_zeroshot = torch.log_softmax(100.0 * x @ text.T, dim=1)  # (N, C)
         z = log_zeroshot.exp()
         graph = neighbour_graph(x, self.neighbours, self.exact_knn_max)
-        means, variance = initial_means(x, z, self.init_top), torch.full((x.shape[1],), 1.0 / x.shape[1])
+        means, variance = initial_means(x, z, self.init_top), x.new_full((x.shape[1],), 1.0 / x.shape[1])
         z, means, _, predictions = solve(
             x, self.text_weight * log_zeroshot, graph, z, means, variance, self.passes, self.z_iterations,
             self.gmm_weight,
@@ -282,7 +282,7 @@ class TransCLIPFewShot(TransCLIPZeroShot):
         prior = self.text_weight * log_zeroshot + shot_graph_term(
             x, shots, labels, num_classes, self.neighbours, self.exact_knn_max
         )
-        means, variance = shot_means(shots, labels, num_classes), torch.full((x.shape[1],), 1.0 / x.shape[1])
+        means, variance = shot_means(shots, labels, num_classes), x.new_full((x.shape[1],), 1.0 / x.shape[1])
         nearest_query = _search(x, 1, self.exact_knn_max, queries=validation.normalised()[0])[1][:, 0]
         one_hot = F.one_hot(labels, num_classes).float()
         best: tuple[float, float, torch.Tensor, torch.Tensor, list] | None = None
