@@ -67,10 +67,10 @@ def test_adapt_reload_in_a_fresh_process_and_predict_like_the_in_memory_classifi
     assert list(rows[0]) == ["path", "label_1", "probability_1", "label_2", "probability_2", "label_3",
                              "probability_3", "error"]  # fmt: skip
 
-    # the in-memory classifier of the same run, on the new images' features
-    backbone = load_backbone("toyclip", device="cpu")
+    # the in-memory classifier of the same run (the CLI's default device and policy), on the new images' features
+    backbone = load_backbone("toyclip")
     features = extract(backbone, open_source(str(adapt_csv)), list(WORLD_TEMPLATES))
-    _, prediction = evaluate(features, method, hparams=_typed(hparams))
+    _, prediction = evaluate(features, method, hparams=_typed(hparams), device=backbone.device)
     new = extract(backbone, open_source(str(new_csv)), list(WORLD_TEMPLATES))
     if hasattr(prediction.classifier, "tuned_features"):
         logits = prediction.classifier.image_logits(new.encoder, new.image_features)
@@ -83,6 +83,33 @@ def test_adapt_reload_in_a_fresh_process_and_predict_like_the_in_memory_classifi
     assert torch.allclose(torch.tensor([float(r["probability_1"]) for r in rows]), expected, atol=1e-4)
     accuracy = sum(r["label_1"] == names[y] for r, y in zip(rows, new.labels.tolist(), strict=True)) / len(rows)
     assert accuracy == pytest.approx(float((logits.argmax(1) == new.labels).float().mean()))
+
+
+def test_predict_applies_the_precision_policy_of_the_card(domains, tmp_path: Path) -> None:
+    """Adapted under bf16 autocast (here on the CPU), a classifier predicts under bf16 too, and then agrees
+    with the adaptation's own classifier to 1e-4; forcing fp32 visibly changes the probabilities."""
+    from clipadapt.backbones import load_backbone
+    from clipadapt.data import open_source
+    from clipadapt.features import extract
+    from clipadapt.methods import Classifier
+    from clipadapt.predict import predict
+    from clipadapt.world import WORLD_TEMPLATES
+
+    adapt_csv, new_csv = domains
+    folder = tmp_path / "classifier"
+    data = ["--dataset", str(adapt_csv), "--model", "toyclip", "--templates", _templates(tmp_path), "--device", "cpu"]
+    argv = ["adapt", *data, "--method", "zeroshot", "--precision", "bf16", "--output", str(folder), "--quiet"]
+    assert main(argv) == 0
+    card = json.loads((folder / "card.json").read_text())
+    assert card["runtime"] == {"device": "cpu", "precision": "bf16", "autocast": "bf16", "tf32": False}
+
+    backbone = load_backbone("toyclip", device="cpu", precision="bf16")
+    new = extract(backbone, open_source(str(new_csv)), list(WORLD_TEMPLATES))
+    expected = Classifier.load(folder).logits(new.image_features).softmax(1).max(1).values
+    by_card = torch.tensor([r["probability_1"] for r in predict(folder, [str(new_csv)], top_k=1, device="cpu")])
+    assert torch.allclose(by_card, expected, atol=1e-4)
+    in_fp32 = predict(folder, [str(new_csv)], top_k=1, device="cpu", precision="fp32")
+    assert (torch.tensor([r["probability_1"] for r in in_fp32]) - expected).abs().max() > 1e-4
 
 
 def _typed(hparams: list[str]) -> dict[str, int]:

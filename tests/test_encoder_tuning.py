@@ -258,3 +258,19 @@ def test_strong_view_survives_posterize_at_full_magnitude():
     image = Image.new("RGB", (8, 8), (200, 100, 50))
     assert posterize(image, 0).getextrema() == ((0, 0), (0, 0), (0, 0))
     assert posterize(image, 1).getpixel((0, 0)) == (128, 0, 0)
+
+
+def test_results_do_not_depend_on_the_number_of_loader_workers(image_folder):
+    """Each strong view is seeded by its pass and row and the shuffles come from the sampler's own generator,
+    so decoding and augmenting in worker processes changes nothing (and no worker count enters the result)."""
+    import dataclasses
+
+    from clipadapt.backbones import load_backbone
+
+    features = _features(load_backbone("toyclip", device="cpu"), image_folder)
+    in_workers = dataclasses.replace(features, encoder=dataclasses.replace(features.encoder, num_workers=2))
+    for name, hp in (("fair", {"epochs": 2, "crops": 3, "batch_size": 8}), ("reclip", {"epochs": 2, "k": 3})):
+        main = fit_and_predict(features, build_method(name, hp), seed=5)
+        workers = fit_and_predict(in_workers, build_method(name, hp), seed=5)
+        assert torch.equal(main.logits, workers.logits), name
+        assert main.history["pseudo_labels"] == workers.history["pseudo_labels"], name

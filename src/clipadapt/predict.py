@@ -151,17 +151,21 @@ def predict(
     top_k: int = 5,
     batch_size: int = 64,
     num_workers: int | None = None,
+    device: str = "auto",
+    precision: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of :func:`predict_images` for ``images`` (files, folders, globs, CSVs) in memory.
 
-    ``classifier`` is a saved folder (its backbone is loaded from the card unless given) or a
-    :class:`Classifier` with the ``backbone`` it was adapted on.
+    ``classifier`` is a saved folder (its backbone is loaded from the card, on ``device`` and under
+    ``precision`` — by default the card's —, unless given) or a :class:`Classifier` with the ``backbone``
+    it was adapted on.
     """
     if isinstance(classifier, Classifier):
         if backbone is None:
             raise ClipAdaptError("an in-memory classifier needs the backbone it was adapted on")
+        classifier = classifier.to(backbone.device)
     else:
-        classifier, backbone = open_classifier(classifier, backbone)
+        classifier, backbone = open_classifier(classifier, backbone, device, precision)
     return list(predict_images(classifier, backbone, collect_images(images), top_k, batch_size, num_workers))
 
 

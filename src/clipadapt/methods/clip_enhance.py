@@ -169,17 +169,18 @@ class CLIPEnhance(Method):
                 log.warning("clip-enhance: the pool has %d views per image and every epoch takes %d, so every "
                             "epoch sees the same views; extract more (--views) for fresh draws", pool,
                             self.views_per_epoch)  # fmt: skip
-            teacher = self._distil(teacher, x, views, history)
+            teacher, losses = self._distil(teacher, x, views)
+            history["loss"] = losses.tolist()  # per epoch (the one wait for the device)
         bias = log_vmf_normaliser(teacher.norm(dim=1), teacher.shape[1]) if self.vmf else None
         classifier = Classifier(teacher, target.class_names, 1.0, bias=bias, method=self.name, hparams=hparams)
         history["concentration"] = teacher.norm(dim=1).tolist()  # (waits for the device once, at the end)
         logits = ensemble_log_probs(teacher, x, views if self.ensemble else None, self.vmf)
         return Fit(classifier, target_logits=logits, history=history)
 
-    def _distil(
-        self, teacher: torch.Tensor, x: torch.Tensor, views: torch.Tensor, history: dict[str, list[float]]
-    ) -> torch.Tensor:
-        """``views``: (N, P, D) as stored (float16 on disk); each batch's draw is normalised in float32 when used."""
+    def _distil(self, teacher: torch.Tensor, x: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distilled teacher (C, D) and the mean loss of every epoch (E,), both on the device, from (C, D)
+        ``teacher``, (N, D) unit ``x`` and (N, P, D) ``views`` as stored (float16 on disk; each batch's draw is
+        normalised in float32 when used). Nothing inside waits for the device."""
         student = teacher.clone().requires_grad_(True)
         optimiser = torch.optim.SGD([student], lr=self.lr)
         take = min(self.views_per_epoch, views.shape[1])
@@ -208,5 +209,4 @@ class CLIPEnhance(Method):
                 if not self.vmf:
                     teacher = F.normalize(teacher, dim=1)
             losses.append(total / n)
-        history["loss"] = torch.stack(losses).tolist() if losses else []
-        return teacher
+        return teacher, torch.stack(losses) if losses else x.new_zeros(0)

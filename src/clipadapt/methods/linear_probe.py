@@ -158,7 +158,8 @@ class CrossModalLinearProbe(Method):
         grid = [(lr, wd, b) for lr, wd, b in CROSS_MODAL_GRID if b // 2 < len(texts) and b - b // 2 < len(images)]
         if not grid:
             raise ClipAdaptError(f"{self.name}: too few samples for the smallest batch (8)")
-        best_acc, best_step, best_heads = self._train(samples, labels, len(images), text, grid, validation)
+        accs, steps, heads = self._train(samples, labels, len(images), text, grid, validation)
+        best_acc, best_step, best_heads = accs.tolist(), steps.tolist(), list(heads)  # the one wait for the device
         pick, val_acc = search(range(len(grid)), lambda g: best_acc[g])
         lr, weight_decay, batch = grid[pick]
         hparams = {
@@ -172,9 +173,10 @@ class CrossModalLinearProbe(Method):
     def _train(
         self, samples: torch.Tensor, labels: torch.Tensor, n_images: int, text: torch.Tensor,
         grid: list[tuple[float, float, int]], validation: FeatureSet,
-    ) -> tuple[list[float], list[int], list[torch.Tensor]]:  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """Train one head per grid point at once, as one (G, C, D) tensor (their losses add, their updates are
-        separate); returns, per grid point, the best validation top-1, its iteration and its head.
+        separate); returns, per grid point, the best validation top-1 (G,), its iteration (G,) and its head
+        (G, C, D), on the device.
 
         The batches are drawn on the CPU (seeded by the runner; every device draws the same) and moved once;
         the best heads are kept on the device, so the loop never waits for it."""
@@ -218,7 +220,7 @@ class CrossModalLinearProbe(Method):
                 best_acc = torch.where(better, accs, best_acc)
                 best_step = torch.where(better, step, best_step)
                 best_heads = torch.where(better[:, None, None], heads, best_heads)
-        return best_acc.tolist(), best_step.tolist(), list(best_heads)
+        return best_acc, best_step, best_heads
 
 
 class GridAdamW:

@@ -82,6 +82,29 @@ class CacheClassifier(Classifier):
 
 
 @torch.no_grad()
+def grid_accuracies(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    text: torch.Tensor,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    betas: list[float],
+    alphas: list[float],
+) -> torch.Tensor:
+    """(B, A) top-1 of 100 x̂ t̂ᵀ + α · cache_β on (x, labels) for every β and α, on the device (nothing
+    inside waits for it)."""
+    zeroshot = 100.0 * x @ text.T
+    affinity = x @ keys.T
+    scratch, cache, logits = torch.empty_like(affinity), torch.empty_like(zeroshot), torch.empty_like(zeroshot)
+    accuracies = zeroshot.new_empty(len(betas), len(alphas))
+    for i, beta in enumerate(betas):
+        cache_logits(affinity, key_labels, text.shape[0], beta, scratch, cache)
+        for j, alpha in enumerate(alphas):
+            predicted = torch.add(zeroshot, cache, alpha=alpha, out=logits).argmax(dim=1)
+            accuracies[i, j] = (predicted == labels).float().mean()
+    return accuracies
+
+
 def search_alpha_beta(
     x: torch.Tensor,
     labels: torch.Tensor,
@@ -94,18 +117,9 @@ def search_alpha_beta(
     """The (α, β) of the best accuracy of 100 x̂ t̂ᵀ + α · cache_β on (x, labels) — validation data only.
 
     Returns:
-        α, β and the accuracy (the first best in β-major, α-minor order). The accuracies stay on the device
-        until the search ends (one wait for the device, not one per grid point).
+        α, β and the accuracy (the first best in β-major, α-minor order).
     """
-    zeroshot = 100.0 * x @ text.T
-    affinity = x @ keys.T
-    scratch, cache, logits = torch.empty_like(affinity), torch.empty_like(zeroshot), torch.empty_like(zeroshot)
-    accuracies = zeroshot.new_empty(len(betas), len(alphas))
-    for i, beta in enumerate(betas):
-        cache_logits(affinity, key_labels, text.shape[0], beta, scratch, cache)
-        for j, alpha in enumerate(alphas):
-            predicted = torch.add(zeroshot, cache, alpha=alpha, out=logits).argmax(dim=1)
-            accuracies[i, j] = (predicted == labels).float().mean()
+    accuracies = grid_accuracies(x, labels, text, keys, key_labels, betas, alphas)
     i, j = divmod(int(accuracies.argmax()), len(alphas))  # argmax: the first of equal maxima, row-major
     return alphas[j], betas[i], float(accuracies[i, j])
 
