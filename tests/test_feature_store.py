@@ -165,3 +165,43 @@ def test_flip_view_is_the_mirror_image_and_travels_in_feature_files(
     assert augmentation(features) == "1 view(s) per image (flip)"
     save_feature_file(features, tmp_path / "f.npz")
     assert load_feature_file(tmp_path / "f.npz").view_augment == "flip"
+
+
+def _jpegs(root: Path, n: int = 6, size: tuple[int, int] = (500, 375)) -> Path:
+    """Real-size JPEGs (photo-like gradients and noise) in one class folder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "things").mkdir(parents=True)
+    ramp = np.linspace(0, 255, size[0])[None, :, None]
+    for i in range(n):
+        pixels = np.clip(ramp * rng.uniform(0.3, 1, 3) + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(root / "things" / f"{i}.jpg", quality=90)
+    return root
+
+
+@pytest.mark.parametrize("model", ["toyclip", "open_clip"])
+def test_split_preprocessing_gives_the_reference_pixels_bit_for_bit(model: str, tiny_openclip, tmp_path: Path) -> None:
+    """Loaders send uint8 pixels and the device normalises them: exactly ToTensor + Normalize."""
+    from clipadapt.features.pixels import split_transform
+
+    backbone = load_backbone("toyclip", device="cpu") if model == "toyclip" else load_backbone(tiny_openclip, "random")
+    source = open_source(str(_jpegs(tmp_path / "jpegs")))
+    host, to_device = split_transform(backbone.preprocess)
+    images = [source.load(i) for i in range(len(source))]
+    sent = torch.stack([host(image) for image in images])
+    assert sent.dtype == torch.uint8, "a quarter of float32's bytes through shared and pinned memory"
+    reference = torch.stack([backbone.preprocess(image) for image in images])
+    assert torch.equal(to_device(sent, torch.device("cpu")), reference)
+    features = FeatureStore(tmp_path / "store").extract(backbone, source, batch_size=3, num_workers=0).features
+    assert torch.allclose(features, backbone.encode_images(reference), atol=1e-6)
+
+
+def test_transforms_that_do_not_end_in_to_tensor_and_normalize_run_whole(tiny_hf_dir: Path) -> None:
+    from clipadapt.features.pixels import split_transform
+    from clipadapt.features.views import FlipView
+
+    hf = load_backbone(f"hf:{tiny_hf_dir}", device="cpu")
+    assert split_transform(hf.preprocess) is None  # a Hugging Face image processor
+    assert split_transform(FlipView(hf.preprocess)) is None
+    assert split_transform(transforms.Compose([transforms.ToTensor()])) is None

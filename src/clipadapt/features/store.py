@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from clipadapt.backbones.base import Backbone, describe_transform
 from clipadapt.data.sources import ImageSource, UnreadableImage
+from clipadapt.features.pixels import split_transform
 from clipadapt.io import atomic_path, write_json
 from clipadapt.progress import progress
 
@@ -150,10 +152,19 @@ def _extract_chunks(
     batch_size: int,
     num_workers: int | None,
 ) -> None:
+    """Encode the images of the ``pending`` chunks and write each chunk file as soon as it is complete.
+
+    Loader processes decode, resize and crop; with a transform that splits (:mod:`clipadapt.features.pixels`)
+    they send uint8 pixels that are normalised on the device. Features go back to the host without waiting
+    for the device (into pinned memory on CUDA), and a writer thread saves each finished chunk, so the
+    encoder never waits for the disk.
+    """
     n = len(source)
     workers = default_num_workers() if num_workers is None else num_workers
+    split = split_transform(transform)
+    host_transform, to_device = split if split is not None else (transform, None)
     loader = DataLoader(
-        ImageDataset(source, transform),
+        ImageDataset(source, host_transform),
         batch_sampler=list(_batches(pending, chunk_size, batch_size, n)),
         num_workers=workers,
         collate_fn=collate_images,
@@ -162,14 +173,33 @@ def _extract_chunks(
     )
     bar = progress(loader, desc=f"extracting {source.name}", total=len(loader.batch_sampler), unit="batch")
     chunk: _ChunkBuffer | None = None
-    for indices, pixels, failed in bar:  # batches arrive in order and never straddle two chunks
-        number = (indices or [i for i, _ in failed])[0] // chunk_size
-        if chunk is None or chunk.number != number:
-            chunk = _ChunkBuffer(number, number * chunk_size, min(chunk_size, n - number * chunk_size))
-        features = backbone.encode_images(pixels).cpu().numpy() if pixels is not None else None
-        chunk.add(indices, features, failed)
-        if chunk.complete:
-            chunk.write(_chunk_path(entry, number))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clipadapt-cache") as writer:
+        written: list[Future] = []
+        for indices, pixels, failed in bar:  # batches arrive in order and never straddle two chunks
+            number = (indices or [i for i, _ in failed])[0] // chunk_size
+            if chunk is None or chunk.number != number:
+                chunk = _ChunkBuffer(number, number * chunk_size, min(chunk_size, n - number * chunk_size))
+            features = None
+            if pixels is not None:
+                features = backbone.encode_images(pixels if to_device is None else to_device(pixels, backbone.device))
+            chunk.add(indices, features, failed)
+            if chunk.complete:
+                written.append(writer.submit(chunk.write, _chunk_path(entry, number), _ready(backbone.device)))
+                if written[0].done():  # a failed write (a full disk, say) stops the run at once
+                    written.pop(0).result()
+        for future in written:
+            future.result()
+
+
+def _ready(device: torch.device) -> Callable[[], None]:
+    """Something to call, from any thread, that returns once the copies queued so far on ``device`` are done."""
+    if device.type == "cuda":
+        event = torch.cuda.Event()
+        event.record()
+        return event.synchronize
+    if device.type == "mps":
+        torch.mps.synchronize()
+    return lambda: None
 
 
 @dataclass
@@ -179,20 +209,16 @@ class _ChunkBuffer:
     number: int
     start: int
     size: int
-    features: np.ndarray | None = None  # (size, D) once the first readable image arrives
+    parts: list[tuple[np.ndarray, torch.Tensor]] = field(default_factory=list)  # (rows, host copy of features)
     failed: list[tuple[int, str]] = field(default_factory=list)
     seen: int = 0
 
-    def __post_init__(self) -> None:
-        self.valid = np.zeros(self.size, dtype=bool)
-
-    def add(self, indices: list[int], features: np.ndarray | None, failed: list[tuple[int, str]]) -> None:
+    def add(self, indices: list[int], features: torch.Tensor | None, failed: list[tuple[int, str]]) -> None:
+        """``features``: (B, D) on the backbone's device; copied to the host without waiting for the device."""
         if features is not None:
-            if self.features is None:
-                self.features = np.zeros((self.size, features.shape[1]), dtype=np.float32)
-            rows = np.asarray(indices) - self.start
-            self.features[rows] = features
-            self.valid[rows] = True
+            host = torch.empty(features.shape, dtype=features.dtype, pin_memory=features.is_cuda)
+            host.copy_(features, non_blocking=True)
+            self.parts.append((np.asarray(indices) - self.start, host))
         self.failed.extend(failed)
         self.seen += len(indices) + len(failed)
 
@@ -200,14 +226,21 @@ class _ChunkBuffer:
     def complete(self) -> bool:
         return self.seen == self.size
 
-    def write(self, path: Path) -> None:
-        features = self.features if self.features is not None else np.zeros((self.size, 0), np.float32)
+    def write(self, path: Path, ready: Callable[[], None]) -> None:
+        """Wait for the copies (``ready``), then write the chunk file atomically."""
+        ready()
+        dim = self.parts[0][1].shape[1] if self.parts else 0
+        features = np.zeros((self.size, dim), np.float32)
+        valid = np.zeros(self.size, dtype=bool)
+        for rows, host in self.parts:
+            features[rows] = host.numpy()
+            valid[rows] = True
         failed = sorted(self.failed)
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(
                 tmp,
                 features=features,
-                valid=self.valid,
+                valid=valid,
                 failed=np.array([i for i, _ in failed], dtype=np.int64),
                 reasons=np.array([r for _, r in failed], dtype=str),
             )
