@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from clipadapt import __version__
+from clipadapt import __version__, distributed
 from clipadapt.errors import ClipAdaptError
 
 log = logging.getLogger("clipadapt")
@@ -33,6 +33,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", nargs="+", default=[], help="pretrained tag or checkpoint path, one per model")
     g.add_argument("--batch_size", type=int, default=64)
     g.add_argument("--num_workers", type=int, default=None, help="image loading processes (default: cores - 1)")
+    g.add_argument(
+        "--chunk_size", type=int, default=None,
+        help="images per feature-cache chunk, the unit of resuming and of splitting over torchrun ranks "
+        "(default: about 1024; an existing cache entry keeps its own)",
+    )  # fmt: skip
     g.add_argument(
         "--views",
         type=int,
@@ -191,7 +196,7 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
                     backbone = load_backbone(model, pretrained, args.device, args.precision, args.model_cache_dir)
                 return extract(
                     backbone, source, prompts, store, args.batch_size, args.num_workers, args.views,
-                    view_augment=args.view_augment,
+                    view_augment=args.view_augment, chunk_size=args.chunk_size,
                 )  # fmt: skip
 
             yield source.name, model, pretrained or "random", load
@@ -229,7 +234,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             runs.append((cls.name, shots, seed, out))
         if not runs:
             continue
-        features = load()
+        features = load()  # under torchrun every rank extracts its share; rank 0 alone runs the methods
+        if not distributed.ranks().main:
+            continue
         for method, shots, seed, out in runs:
             record, prediction = evaluate(
                 features, method, seed=seed, hparams=hparams[method], shots=shots, device=args.device,
@@ -286,7 +293,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         raise ClipAdaptError("adapt takes one data source (--dataset or --features) and at most one --model")
     report = _report(args.report, f"clipadapt adapt: {args.method}")
     [(_, _, _, load)] = list(_feature_sets(args))
-    features = load()
+    features = load()  # under torchrun every rank extracts its share; rank 0 alone adapts
+    if not distributed.ranks().main:
+        return 0
     where = {"device": args.device, "precision": args.precision}
     record, prediction = evaluate(features, args.method, seed=args.seed, hparams=hparams, shots=args.shots, **where)
     save_classifier(prediction.classifier, folder, adaptation_card(features, record))
@@ -342,7 +351,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if not args.output.endswith(".npz"):
         raise ClipAdaptError("the feature file must end in .npz")
     [(_, _, _, load)] = list(_feature_sets(args))
-    features = load()
+    features = load()  # under torchrun every rank extracts its share; rank 0 writes the file
+    if not distributed.ranks().main:
+        return 0
     save_feature_file(features, args.output)
     if args.json:
         print(json.dumps({"output": args.output, "images": len(features), "classes": features.num_classes,
@@ -434,15 +445,22 @@ COMMANDS = {"demo": cmd_demo, "eval": cmd_eval, "adapt": cmd_adapt, "predict": c
             "list": cmd_list, "build": cmd_build}  # fmt: skip
 
 
+DISTRIBUTED_COMMANDS = ("extract", "eval", "adapt")  # torchrun splits their feature extraction over ranks
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet = getattr(args, "quiet", False)
+    here = distributed.ranks()
+    quiet = getattr(args, "quiet", False) or (not here.main and args.log_level != "debug")  # one rank speaks
     _configure_logging(args.log_level, quiet)
     from clipadapt.progress import set_quiet
 
     set_quiet(quiet)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if here.world > 1 and args.command not in DISTRIBUTED_COMMANDS:
+            raise ClipAdaptError(f"{args.command} runs in one process; under torchrun use "
+                                 f"{', '.join(DISTRIBUTED_COMMANDS)}")  # fmt: skip
         if hasattr(args, "device"):  # an absent or unknown device fails before any work, in every command
             from clipadapt.runtime import resolve_device
 
@@ -454,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clipadapt: interrupted (finished feature chunks stay cached; rerun to resume)", file=sys.stderr)
         return 130
+    finally:
+        distributed.finish()
 
 
 if __name__ == "__main__":

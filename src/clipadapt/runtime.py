@@ -24,17 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from clipadapt.distributed import rank_device
 from clipadapt.errors import ClipAdaptError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """Turn ``auto``/``cpu``/``cuda[:i]``/``mps`` into a device, failing clearly when it is absent."""
+    """Turn ``auto``/``cpu``/``cuda[:i]``/``mps`` into a device, failing clearly when it is absent (under
+    torchrun, ``cuda`` is each process's own GPU, ``cuda:LOCAL_RANK``)."""
     spec = str(spec)
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return rank_device(torch.device("cuda"))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -51,7 +53,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             raise ClipAdaptError(f"CUDA device {device.index} requested but only {torch.cuda.device_count()} exist")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ClipAdaptError("MPS was requested but is not available on this machine; use --device cpu")
-    return device
+    return rank_device(device)
 
 
 @dataclass(frozen=True)

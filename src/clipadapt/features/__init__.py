@@ -30,18 +30,20 @@ def extract(
     views: int = 0,
     view_seed: int = 0,
     view_augment: str = "crop",
+    chunk_size: int | None = None,
 ) -> FeatureSet:
     """Image features of ``source`` (cached) and class prototypes from ``prompts`` as one FeatureSet.
 
     With ``views`` > 0, also (N, V, D) ``view_features`` (:mod:`clipadapt.features.views`): seeded random
     resized crops (scale 0.6–0.8) with ``view_augment="crop"``, the mirror image with ``"flip"`` (V = 1);
-    each view cached like the images.
+    each view cached like the images. ``chunk_size``: images per cache chunk of a new cache entry (the unit
+    of resumption and of the split over torchrun ranks; default about 1024).
     Unreadable images are skipped and counted (``extra["skipped"]``); it is an error only if none is readable.
     """
     if views > 0:
         check_views(views, view_augment)
     store = store or FeatureStore()
-    images = store.extract(backbone, source, batch_size=batch_size, num_workers=num_workers)
+    images = store.extract(backbone, source, batch_size=batch_size, num_workers=num_workers, chunk_size=chunk_size)
     if not images.valid.any():
         raise ClipAdaptError(f"none of the {len(source)} images could be read; {images.summary(source)}")
     if images.failures:
@@ -53,7 +55,7 @@ def extract(
     if views > 0:
         view_features = extract_views(
             backbone, source, views, store, view_seed, batch_size=batch_size, num_workers=num_workers,
-            augment=view_augment,
+            augment=view_augment, chunk_size=chunk_size,
         )[keep]  # fmt: skip
     paths = source.paths()
     workers = default_num_workers() if num_workers is None else num_workers

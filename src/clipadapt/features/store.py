@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,11 +24,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from clipadapt import distributed
 from clipadapt.backbones.base import Backbone, describe_transform
 from clipadapt.data.sources import ImageSource, UnreadableImage
+from clipadapt.errors import ClipAdaptError
 from clipadapt.features.pixels import split_transform
 from clipadapt.io import atomic_path, write_json
 from clipadapt.progress import progress
+
+log = logging.getLogger("clipadapt")
 
 
 def default_cache_dir() -> Path:
@@ -108,21 +113,34 @@ class FeatureStore:
         transform: Callable[[Any], torch.Tensor] | None = None,
         chunk_size: int | None = None,
     ) -> ExtractedImages:
-        """Features of every image of ``source``, reusing and completing whatever the cache holds."""
+        """Features of every image of ``source``, reusing and completing whatever the cache holds.
+
+        Under torchrun (:mod:`clipadapt.distributed`) every rank encodes its share of the missing chunks
+        (chunk c goes to rank c mod N) on its own device, and every rank returns the complete entry.
+        """
+        if chunk_size is not None and chunk_size < 1:
+            raise ClipAdaptError(f"the chunk size must be at least 1, not {chunk_size}")
         transform = transform or backbone.preprocess
         fields = self.key_fields(backbone, source, transform)
         entry = self.root / self.key(fields)
         meta_path = entry / "meta.json"
-        if meta_path.exists():
-            chunk_size = int(json.loads(meta_path.read_text())["chunk_size"])
-        else:
+        distributed.start(backbone.device)
+        here = distributed.ranks()
+        if here.main and not meta_path.exists():
             chunk_size = chunk_size or max(batch_size, (1024 // batch_size) * batch_size)
             write_json(meta_path, {**fields, "chunk_size": chunk_size})
+        distributed.barrier()  # the entry's chunk size is on disk for every rank
+        chunk_size = int(json.loads(meta_path.read_text())["chunk_size"])
         n = len(source)
         n_chunks = (n + chunk_size - 1) // chunk_size
         pending = [c for c in range(n_chunks) if not _chunk_path(entry, c).exists()]
-        if pending:
-            _extract_chunks(backbone, source, transform, entry, pending, chunk_size, batch_size, num_workers)
+        distributed.barrier()  # every rank has listed the same missing chunks before any is written
+        mine = pending[here.rank :: here.world]
+        if pending and here.world > 1:
+            log.debug("rank %d of %d encodes chunks %s of %s", here.rank, here.world, mine, entry.name)
+        if mine:
+            _extract_chunks(backbone, source, transform, entry, mine, chunk_size, batch_size, num_workers)
+        distributed.barrier()  # every chunk is written
         return _assemble(entry, n_chunks)
 
 

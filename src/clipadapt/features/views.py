@@ -102,6 +102,7 @@ def extract_views(
     batch_size: int = 64,
     num_workers: int | None = None,
     augment: str = "crop",
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """(N, V, D) features of ``views`` augmented views of every image of ``source``, cached per view:
     random resized crops (``augment="crop"``) or the mirror image (``"flip"``, V = 1).
@@ -114,5 +115,5 @@ def extract_views(
         if augment == "flip"
         else [RandomCropView(backbone.preprocess, v, backbone.image_size, seed, scale) for v in range(views)]
     )
-    out = [store.extract(backbone, source, batch_size, num_workers, transform=t).features for t in transforms]
+    out = [store.extract(backbone, source, batch_size, num_workers, t, chunk_size).features for t in transforms]
     return torch.stack(out, dim=1)
