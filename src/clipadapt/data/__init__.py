@@ -16,6 +16,7 @@ from clipadapt.data.prompts import (
 )
 from clipadapt.data.sources import ImageSource, UnreadableImage, csv_source, folder_source, open_image
 from clipadapt.data.torchvision_source import TORCHVISION_DATASETS, TorchvisionSource
+from clipadapt.data.webdataset_source import WebDatasetSource, is_shard_spec, shard_templates
 from clipadapt.errors import ClipAdaptError, unknown_name
 
 HF_PREFIX = "hf:"
@@ -23,7 +24,8 @@ HF_PREFIX = "hf:"
 
 def list_datasets() -> list[str]:
     """Dataset names known by name (torchvision), plus the other kinds of ``--dataset`` value."""
-    return [*sorted(TORCHVISION_DATASETS), "hf:<name-or-folder>", "<folder of class sub-folders>", "<manifest.csv>"]
+    return [*sorted(TORCHVISION_DATASETS), "hf:<name-or-folder>", "<folder of class sub-folders>", "<manifest.csv>",
+            "<shards-{000000..000099}.tar>"]  # fmt: skip
 
 
 def open_source(
@@ -33,7 +35,8 @@ def open_source(
     classnames_file: str | None = None,
     download: bool = False,
 ) -> ImageSource:
-    """Resolve ``spec`` (a folder, a CSV manifest, ``hf:<name>``, or a torchvision name) to a checked source.
+    """Resolve ``spec`` (a folder, a CSV manifest, WebDataset tar shards, ``hf:<name>``, or a torchvision name) to
+    a checked source.
 
     ``classnames_file`` overrides the source's class names; its length must match the labels.
     """
@@ -43,6 +46,8 @@ def open_source(
         from clipadapt.data.hf_source import HFDatasetSource
 
         source: ImageSource = HFDatasetSource(spec.removeprefix(HF_PREFIX), split)
+    elif is_shard_spec(spec):
+        source = WebDatasetSource(spec, override)
     elif path.is_dir():
         source = folder_source(path)
     elif path.suffix.lower() == ".csv":
@@ -83,9 +88,12 @@ def check_source(source: ImageSource) -> None:
 
 
 def default_prompts(spec: str, templates_file: str | None = None) -> Prompts:
-    """The user's templates/descriptions file, else the dataset's bundled templates, else a generic set."""
+    """The user's templates/descriptions file, else the dataset's bundled templates (or those beside WebDataset
+    shards), else a generic set."""
     if templates_file:
         return read_prompts(templates_file)
+    if is_shard_spec(spec) and (beside := shard_templates(spec)) is not None:
+        return beside
     entry = bundled_metadata().get(spec)
     return list(entry["templates"]) if entry else list(DEFAULT_TEMPLATES)
 
