@@ -6,6 +6,9 @@ classes clustered around shifted text prototypes, and the script prints seconds,
     python benchmarks/transductive_scale.py [--n 50000 --dim 1024 --classes 1000] [--method inmap reclip-lp]
         [--views 4] [--hparam epochs=2]
     python benchmarks/transductive_scale.py --features ../shared/data/whurs19/*.npz   # real feature files
+    python benchmarks/transductive_scale.py --device cuda --n 1000000 --dim 768 --classes 1000   # one GPU
+
+Peak memory is the process's resident memory (and, on CUDA, the device's peak allocation).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def generate(n: int, dim: int, classes: int, seed: int = 0, views: int = 0, bala
 
 def run_one(args: argparse.Namespace) -> None:
     """Child process: fit one method and print a JSON line."""
+    import torch
+
     from clipadapt.evaluation.runner import run_method
     from clipadapt.methods import route_hparams
 
@@ -50,12 +55,16 @@ def run_one(args: argparse.Namespace) -> None:
 
         features = load_feature_file(args.features[0])
     else:
-        features = generate(args.n, args.dim, args.classes, views=args.views)
+        features = generate(args.n, args.dim, args.classes, seed=args.seed, views=args.views)
+    hparams = route_hparams([args.child], args.hparam)[args.child]
     start = time.perf_counter()
-    record = run_method(features, args.child, hparams=route_hparams([args.child], args.hparam)[args.child])
-    seconds = time.perf_counter() - start
+    record = run_method(features, args.child, hparams=hparams, device=args.device, precision=args.precision)
+    seconds = time.perf_counter() - start  # includes moving the features to the device
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"method": args.child, "seconds": seconds, "peak_mb": peak_mb, "acc1": record["metrics"]["acc1"]}))
+    device_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    print(json.dumps({"method": args.child, "seconds": seconds, "peak_mb": peak_mb, "device_mb": device_mb,
+                      "acc1": record["metrics"]["acc1"], "knn": record["hparams"].get("knn_used", ""),
+                      "solver": record["hparams"].get("solver_used", "")}))  # fmt: skip
 
 
 def main() -> None:
@@ -67,6 +76,9 @@ def main() -> None:
     parser.add_argument("--features", nargs="+", default=None, help="feature files to time instead of generated ones")
     parser.add_argument("--method", nargs="+", default=None, help="default: every transductive method")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", help="auto (TF32 on CUDA) or fp32")
+    parser.add_argument("--seed", type=int, default=0, help="of the generated features")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -74,21 +86,25 @@ def main() -> None:
         return
     from clipadapt.methods import list_methods, route_hparams
 
-    methods = args.method or [m.name for m in list_methods() if m.setting == "transductive"]
+    methods = args.method or [m.name for m in list_methods() if m.setting == "transductive" and not m.needs_encoder]
     routed = route_hparams(methods, args.hparam)  # unknown keys fail here, before any run
     problems = [["--features", path] for path in args.features] if args.features else [[]]
     if not args.features:
         print(f"{args.n} images × {args.dim} dimensions, {args.classes} classes; one process per method")
-    print(f"{'problem':28s} {'method':14s} {'seconds':>8s} {'peak MB':>8s} {'top-1':>6s}  (peak includes the features)")
+    print(f"on {args.device}, precision {args.precision}")
+    header = f"{'problem':28s} {'method':14s} {'seconds':>8s} {'peak MB':>8s} {'GPU MB':>8s} {'top-1':>6s}"
+    print(f"{header}  search / solver  (peak includes the features)")
     for problem in problems:
         name = Path(problem[1]).stem if problem else f"generated {args.n}x{args.dim}"
         for method in ["zeroshot", *methods]:
             cmd = [sys.executable, __file__, "--n", str(args.n), "--dim", str(args.dim), "--classes", str(args.classes)]
-            cmd += ["--views", str(args.views), *problem]
+            cmd += ["--views", str(args.views), "--seed", str(args.seed), *problem]
+            cmd += ["--device", args.device, "--precision", args.precision]
             cmd += ["--child", method, *[f"--hparam={k}={v}" for k, v in routed.get(method, {}).items()]]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             row = json.loads(out)
-            print(f"{name:28s} {row['method']:14s} {row['seconds']:8.2f} {row['peak_mb']:8.0f} {row['acc1']:6.3f}")
+            print(f"{name:28s} {row['method']:14s} {row['seconds']:8.2f} {row['peak_mb']:8.0f} {row['device_mb']:8.0f} "
+                  f"{row['acc1']:6.3f}  {row['knn']} {row['solver']}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from clipadapt.evaluation.runner import run_method
-from clipadapt.kernels import conjugate_gradient, knn_graph, propagate_labels
+from clipadapt.kernels import conjugate_gradient, knn, knn_graph, propagate_labels
 from clipadapt.methods.reclip_lp import text_basis
 from helpers import as_featureset, make_modality_gap
 
@@ -23,8 +23,9 @@ def _dense_reference_graph(points: torch.Tensor, k: int) -> torch.Tensor:
 def test_knn_graph_matches_a_dense_reference_and_is_sparse() -> None:
     torch.manual_seed(0)
     points = F.normalize(torch.randn(50, 8), dim=1)
-    graph = knn_graph(points, k=5, block=7)  # blocks that do not divide M
+    graph = knn_graph(points, k=5)
     assert torch.allclose(graph.to_dense(), _dense_reference_graph(points, 5), atol=1e-6)
+    assert torch.equal(knn(points, 5, block=7)[1], knn(points, 5)[1]), "blocks that do not divide M"
     assert graph._nnz() <= 2 * 5 * 50
     assert torch.allclose(graph.to_dense(), graph.to_dense().T) and graph.to_dense().diagonal().abs().max() == 0
 

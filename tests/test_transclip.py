@@ -184,25 +184,56 @@ def test_transclip_beats_zeroshot_on_a_modality_gap_problem(seed: int) -> None:
     assert record["hparams"]["knn_used"] == "exact"
 
 
-def test_the_result_records_when_the_neighbour_search_is_sketched() -> None:
-    """Above exact_knn_max images (and above 256 dimensions) the candidates come from a principal subspace;
-    the result JSON says which search ran."""
-    features = as_featureset(make_modality_gap(seed=0, d=300))
-    for method in ("transclip", "transclip-fs"):
+def test_the_result_records_which_neighbour_search_ran() -> None:
+    """On the CPU above exact_knn_max images the neighbours come from faiss; the result JSON says so."""
+    features = as_featureset(make_modality_gap(seed=0))
+    for method in ("transclip", "transclip-fs", "reclip-lp"):
         shots = 1 if method == "transclip-fs" else None
         record = run_method(features, method, hparams={"exact_knn_max": 10}, shots=shots)
-        assert record["hparams"]["knn_used"] == "sketch256"
+        assert record["hparams"]["knn_used"].startswith("faiss-ivf(nlist="), method
         assert run_method(features, method, shots=shots)["hparams"]["knn_used"] == "exact"
 
 
-def test_sketched_neighbour_search_finds_most_exact_neighbours_with_exact_similarities() -> None:
-    x = torch.nn.functional.normalize(torch.from_numpy(make_modality_gap(seed=0, d=64)["image_features"]), dim=1)
+def _clustered(n: int, d: int = 32, classes: int = 20, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, d, generator=g)
+    return F.normalize(centres[torch.arange(n) % classes] + 0.6 * torch.randn(n, d, generator=g), dim=1)
+
+
+def test_faiss_search_finds_most_exact_neighbours_with_exact_similarities() -> None:
+    from clipadapt.kernels.graph import faiss_knn, faiss_parameters
+
+    x = _clustered(6000)
+    nlist, nprobe = faiss_parameters(len(x))
+    assert nprobe < nlist, "the search is approximate at this size"
     _, idx = knn(x, 5)
-    approx_sims, approx_idx = knn(x, 5, block=100, sketch_dim=32)
+    approx_sims, approx_idx = knn(x, 5, backend="faiss-ivf")
     recall = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(idx, approx_idx, strict=True)) / idx.numel()
     assert recall > 0.8
-    assert torch.allclose(approx_sims, (x[:, None] * x[approx_idx]).sum(-1), atol=1e-5), "re-ranked exactly"
+    assert torch.allclose(approx_sims, (x[:, None] * x[approx_idx]).sum(-1), atol=1e-5), "exact similarities"
     assert not (approx_idx == torch.arange(len(x))[:, None]).any(), "no self-neighbours"
+    queries = _clustered(50, seed=1)
+    sims, found = faiss_knn(x, 3, queries=queries)
+    assert found.shape == (50, 3) and torch.allclose(sims, (queries[:, None] * x[found]).sum(-1), atol=1e-5)
+
+
+def test_faiss_queries_that_find_too_few_points_get_an_exact_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clipadapt.kernels.graph as graph
+
+    monkeypatch.setattr(graph, "FAISS_TRAIN_PER_LIST", 2)  # 80 lists of ~5 points
+    monkeypatch.setattr(graph, "FAISS_NPROBE", 1)  # one list visited: often fewer than k + 1 points
+    searched = []
+    exact_for = graph._exact_for
+    monkeypatch.setattr(graph, "_exact_for", lambda *a: searched.append(a[2]) or exact_for(*a))
+    x = _clustered(400)
+    sims, idx = graph.faiss_knn(x, 10)
+    assert (idx >= 0).all() and not (idx == torch.arange(400)[:, None]).any()
+    assert torch.allclose(sims, (x[:, None] * x[idx]).sum(-1), atol=1e-5)
+    [rows] = searched
+    exact_sims, exact_idx = knn(x, 10)
+    assert len(rows) > 0 and torch.equal(idx[rows], exact_idx[rows])
+    assert torch.allclose(sims[rows], exact_sims[rows], atol=1e-6)
+    assert (sims <= exact_sims + 1e-5).all(), "the k-th found is never above the true k-th"
 
 
 @pytest.mark.skipif(not whurs19_files(), reason="shared WHU-RS19 features not present")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import knn_graph, propagate_labels
+from clipadapt.kernels.graph import EXACT_KNN_MAX, knn_backend, knn_used
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
 from clipadapt.runtime import wide_float
@@ -55,12 +56,15 @@ def propagation_scores(
     projection: str = "P2",
     max_propagation_classes: int = 500,
     with_anchors: bool = False,
+    exact_knn_max: int = EXACT_KNN_MAX,
 ) -> torch.Tensor:
     """ReCLIP's pseudo-label scores: label propagation from the class texts to the images in the P2 space.
 
     Args:
         x: (N, D) unit image features; text: (C, D) unit class prototypes.
         with_anchors: also return the C text nodes' own rows, first (ReCLIP-V's centroids count them).
+        exact_knn_max: on the CPU, above this many nodes the graph's neighbours come from faiss
+            (:func:`clipadapt.kernels.graph.knn_backend`).
     Returns:
         (N, C) propagated scores, or (C + N, C) with the anchors (cosines in the projected space above
         ``max_propagation_classes``).
@@ -75,7 +79,8 @@ def propagation_scores(
     else:
         seeds = nodes.new_zeros(len(nodes), n_classes)
         seeds[:n_classes].fill_diagonal_(1)  # the text anchors, labelled
-        scores = propagate_labels(knn_graph(nodes, k), seeds, alpha, cg_iterations)
+        graph = knn_graph(nodes, k, knn_backend(len(nodes), nodes.device, exact_knn_max))
+        scores = propagate_labels(graph, seeds, alpha, cg_iterations)
     return scores if with_anchors else scores[n_classes:]
 
 
@@ -99,14 +104,17 @@ class ReCLIPLabelPropagation(Method):
     cg_iterations: int = 20
     projection: str = "P2"  # P0 / P1 / P2 (the paper's Table 3 ablation)
     max_propagation_classes: int = 500
+    exact_knn_max: int = EXACT_KNN_MAX  # on the CPU, above this many nodes the neighbours come from faiss
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         x, text = target.normalised()
         scores = propagation_scores(
-            x, text, self.k, self.alpha, self.cg_iterations, self.projection, self.max_propagation_classes
-        )
+            x, text, self.k, self.alpha, self.cg_iterations, self.projection, self.max_propagation_classes,
+            exact_knn_max=self.exact_knn_max,
+        )  # fmt: skip
         centroids = class_centres(x, scores.argmax(dim=1), text)
-        classifier = Classifier(centroids, target.class_names, 100.0, method=self.name, hparams=self.hparams())
+        hparams = {**self.hparams(), "knn_used": knn_used(len(x) + len(text), x.device, self.exact_knn_max)}
+        classifier = Classifier(centroids, target.class_names, 100.0, method=self.name, hparams=hparams)
         confidence = scores.clamp_min(0) / scores.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-12)
         history = {"mean_confidence": [float(confidence.max(1).values.mean())]}
         return Fit(classifier, target_logits=scores, history=history)

@@ -31,10 +31,10 @@ query among its neighbours, (1/(2k))·[W_QQ z_Q + W_QQᵀ z_Q + W_SQᵀ Y_S]. Th
 and no such mismatch: there it is the official one. ŷ^λ is applied in the log domain (λ log ŷ), which
 equals the official product except where ŷ underflows to 0 in float32.
 
-Efficiency: no N×N matrix. W is a sparse k-NN graph (:func:`clipadapt.kernels.knn`, exact up to
-``exact_knn_max`` images, principal-subspace candidates re-ranked exactly above; ``knn_used`` in the
-result's hparams says which), (W + Wᵀ)/(2k) is one CSR matrix, and the Gaussian terms are expanded so
-that no (N, C, D) tensor is formed.
+Efficiency: no N×N matrix. W is a sparse k-NN graph (:func:`clipadapt.kernels.knn`: exact and blockwise
+on a GPU at any size and on the CPU up to ``exact_knn_max`` images, faiss's inverted-file index above on
+the CPU; ``knn_used`` in the result's hparams says which, with faiss's parameters), (W + Wᵀ)/(2k) is one
+CSR matrix, and the Gaussian terms are expanded so that no (N, C, D) tensor is formed.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import knn, to_csr
+from clipadapt.kernels.graph import EXACT_KNN_MAX, knn_backend, knn_used
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
 from clipadapt.methods.supervised import require_labelled
@@ -138,17 +139,8 @@ def update_assignments(
     return z
 
 
-SKETCH_DIM = 256  # principal directions the kNN candidates are searched in above ``exact_knn_max`` images
-
-
-def sketch_dim(x: torch.Tensor, exact_max: int) -> int | None:
-    """The subspace the kNN candidates of (N, D) ``x`` are searched in: ``SKETCH_DIM`` when N > ``exact_max``
-    and D > ``SKETCH_DIM`` (then re-ranked exactly), else None (an exact search)."""
-    return SKETCH_DIM if x.shape[0] > exact_max and x.shape[1] > SKETCH_DIM else None
-
-
 def _search(x: torch.Tensor, k: int, exact_max: int, queries: torch.Tensor | None = None):
-    return knn(x, k, sketch_dim=sketch_dim(x, exact_max), queries=queries)
+    return knn(x, k, queries=queries, backend=knn_backend(x.shape[0], x.device, exact_max))
 
 
 def neighbour_graph(x: torch.Tensor, k: int, exact_max: int) -> torch.Tensor:
@@ -225,7 +217,7 @@ class TransCLIPZeroShot(Method):
     passes: int = 11  # z-updates; a μ/σ² update between consecutive ones
     z_iterations: int = 5
     init_top: int = 8  # μ_k starts from the init_top images of largest z_ik
-    exact_knn_max: int = 20000  # above this many images, kNN candidates come from a 256-d principal subspace
+    exact_knn_max: int = EXACT_KNN_MAX  # on the CPU, above this many images the neighbours come from faiss
 
     @torch.no_grad()
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
@@ -243,8 +235,7 @@ class TransCLIPZeroShot(Method):
     def _fit(self, target: FeatureSet, z: torch.Tensor, means: torch.Tensor, log_zeroshot: torch.Tensor,
              predictions: list[torch.Tensor], extra: dict | None = None) -> Fit:  # fmt: skip
         # New images (inductive use): the class means as cosine prototypes.
-        sketch = sketch_dim(target.image_features, self.exact_knn_max)
-        used = {"knn_used": "exact" if sketch is None else f"sketch{sketch}"}
+        used = {"knn_used": knn_used(len(target), target.device, self.exact_knn_max)}
         classifier = Classifier(
             means, target.class_names, 100.0, method=self.name, hparams={**self.hparams(), **used, **(extra or {})}
         )
