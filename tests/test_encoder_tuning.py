@@ -274,3 +274,16 @@ def test_results_do_not_depend_on_the_number_of_loader_workers(image_folder):
         workers = fit_and_predict(in_workers, build_method(name, hp), seed=5)
         assert torch.equal(main.logits, workers.logits), name
         assert main.history["pseudo_labels"] == workers.history["pseudo_labels"], name
+
+
+def test_reclip_gives_the_same_result_with_its_images_decoded_once_or_every_epoch(image_folder, monkeypatch):
+    import clipadapt.features.images as images
+    from clipadapt.backbones import load_backbone
+
+    features = _features(load_backbone("toyclip", device="cpu"), image_folder)
+    assert features.encoder.decode(features.encoder.backbone.preprocess) is not None
+    in_memory = fit_and_predict(features, build_method("reclip", {"epochs": 2, "k": 3}), seed=2)
+    monkeypatch.setattr(images, "MEMORY_PIXELS_BYTES", 0)
+    assert features.encoder.decode(features.encoder.backbone.preprocess) is None
+    decoded = fit_and_predict(features, build_method("reclip", {"epochs": 2, "k": 3}), seed=2)
+    assert torch.equal(in_memory.logits, decoded.logits)

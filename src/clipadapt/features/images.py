@@ -1,7 +1,15 @@
-"""The images behind a FeatureSet's rows, for the methods that tune the encoders (ReCLIP, FAIR)."""
+"""The images behind a FeatureSet's rows, for the methods that tune the encoders (ReCLIP, FAIR).
+
+They reach the images in batches, every epoch: :meth:`EncoderInputs.loader` (raw: whatever the transform
+returns, for FAIR's weak and strong views) or :meth:`EncoderInputs.batches` (preprocessed pixels on the
+device). A method that preprocesses the same way every epoch (ReCLIP) can decode the images once
+(:meth:`EncoderInputs.decode`: 8-bit pixels kept in memory up to ``MEMORY_PIXELS_BYTES``) and serve every
+later pass from memory; the pixels are the same either way, so the results are too.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -12,7 +20,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from clipadapt.backbones.base import Backbone
 from clipadapt.data.sources import ImageSource
+from clipadapt.features.pixels import split_transform
+from clipadapt.progress import progress
 from clipadapt.runtime import hash_seed, seeded_randomness
+
+log = logging.getLogger("clipadapt")
+MEMORY_PIXELS_BYTES = 4 * 2**30  # decoded 8-bit pixels kept in memory for a whole fit, at most
 
 
 @dataclass
@@ -64,6 +77,77 @@ class EncoderInputs:
             pin_memory=self.backbone.device.type == "cuda",
             drop_last=False,
         )
+
+    def batches(
+        self,
+        transform: Callable[[Any], torch.Tensor],
+        shuffle: bool = False,
+        batch_size: int | None = None,
+        pixels: torch.Tensor | None = None,
+    ) -> Batches:
+        """Every pass: (row positions (B,), pixels (B, 3, S, S) float32 on the backbone's device), in order or
+        shuffled, from ``transform`` (a deterministic one) or from ``pixels`` that :meth:`decode` kept."""
+        split = split_transform(transform)
+        if pixels is not None and split is not None:
+            dataset: Dataset = _MemoryRows(pixels)
+            workers = 0
+        else:
+            dataset, workers = _Rows(self, transform if split is None else split[0]), self.num_workers
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            sampler=PassSampler(len(self), shuffle, False),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.backbone.device.type == "cuda",
+        )
+        return Batches(loader, None if split is None else split[1], self.backbone.device)
+
+    def decode(self, transform: Callable[[Any], torch.Tensor]) -> torch.Tensor | None:
+        """(N, 3, S, S) uint8: every row's image through the PIL half of ``transform``, decoded once (in the
+        loader processes) to serve every later pass of :meth:`batches` from memory; None when the transform
+        does not split (:mod:`clipadapt.features.pixels`) or the pixels would take more than
+        ``MEMORY_PIXELS_BYTES``."""
+        split = split_transform(transform)
+        size = self.backbone.image_size
+        if split is None or len(self) * 3 * size * size > MEMORY_PIXELS_BYTES:
+            log.info("decoding the %d images every epoch (they would not stay in memory)", len(self))
+            return None
+        out = torch.empty(len(self), 3, size, size, dtype=torch.uint8)
+        loader = DataLoader(_Rows(self, split[0]), batch_size=self.batch_size, num_workers=self.num_workers)
+        for rows, pixels in progress(loader, desc="decoding", unit="batch"):
+            out[rows] = pixels
+        return out
+
+
+class Batches:
+    """A pass over an :class:`EncoderInputs`' rows per iteration: (row positions (B,) on the CPU, float32
+    pixels (B, 3, S, S) on ``device``); 8-bit pixels are normalised on the device by ``finish``."""
+
+    def __init__(self, loader: DataLoader, finish: Callable[[torch.Tensor, torch.device], torch.Tensor] | None,
+                 device: torch.device) -> None:  # fmt: skip
+        self.loader, self.finish, self.device = loader, finish, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for rows, pixels in self.loader:
+            if self.finish is not None:
+                yield rows, self.finish(pixels, self.device)
+            else:
+                yield rows, pixels.to(self.device, non_blocking=True)
+
+
+class _MemoryRows(Dataset):
+    def __init__(self, pixels: torch.Tensor) -> None:
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, k: int) -> tuple[int, torch.Tensor]:
+        return k, self.pixels[k]
 
 
 class PassSampler(Sampler):

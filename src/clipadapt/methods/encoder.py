@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from clipadapt.backbones.base import Backbone, Tower
 from clipadapt.errors import MethodUnavailable
-from clipadapt.features.images import EncoderInputs
+from clipadapt.features.images import Batches, EncoderInputs
 from clipadapt.methods.base import Classifier
 from clipadapt.runtime import autocast
 
@@ -108,14 +107,15 @@ def tuned(backbone: Backbone, state: dict[str, torch.Tensor]) -> Iterator[Backbo
 
 
 @torch.no_grad()
-def encode_rows(encoder: EncoderInputs, loader: DataLoader | None = None) -> torch.Tensor:
+def encode_rows(encoder: EncoderInputs, batches: Batches | None = None) -> torch.Tensor:
     """(N, D) unnormalised image embeddings of every row with the backbone as it is now, on its device.
 
-    ``loader``: an in-order loader of ``encoder`` over every row (to reuse its workers); default: a new one.
+    ``batches``: an in-order pass of ``encoder``'s rows (to reuse its workers or its pixels in memory);
+    default: a new one.
     """
     backbone = encoder.backbone
-    parts = [backbone.encode_images(pixels) for _, pixels in loader or encoder.loader(backbone.preprocess)]
-    return torch.cat(parts)
+    passes = batches or encoder.batches(backbone.preprocess)
+    return torch.cat([backbone.encode_images(pixels) for _, pixels in passes])
 
 
 def class_text_features(backbone: Backbone, sentences: list[list[str]]) -> torch.Tensor:

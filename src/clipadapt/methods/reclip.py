@@ -43,11 +43,10 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from clipadapt.backbones.base import Backbone
 from clipadapt.features.featureset import FeatureSet
-from clipadapt.features.images import EncoderInputs
+from clipadapt.features.images import Batches, EncoderInputs
 from clipadapt.methods.base import Fit, Method
 from clipadapt.methods.encoder import (
     TunedClassifier,
@@ -139,9 +138,11 @@ class ReCLIP(Method):
             propagation_scores, k=self.k, alpha=self.alpha, cg_iterations=self.cg_iterations,
             max_propagation_classes=self.max_propagation_classes,
         )  # fmt: skip
-        # both loaders live for the whole fit: their workers decode the images of every epoch
-        labelling = encoder.loader(backbone.preprocess)
-        training = encoder.loader(backbone.preprocess, shuffle=True, batch_size=batch_size)
+        # the images are decoded once and every pass is served from memory (when they fit; else both passes
+        # keep their loader processes for the whole fit, decoding every epoch)
+        pixels = encoder.decode(backbone.preprocess)
+        labelling = encoder.batches(backbone.preprocess, pixels=pixels)
+        training = encoder.batches(backbone.preprocess, shuffle=True, batch_size=batch_size, pixels=pixels)
         series: dict[str, list[torch.Tensor]] = {"agreement": [], "loss": [], "pseudo_labels": []}
         names = layernorm_names(backbone, ["vision", "text"])
         iterations = 0
@@ -179,7 +180,7 @@ class ReCLIP(Method):
 
     def _train_epoch(
         self,
-        loader: DataLoader,
+        batches: Batches,
         encoder: EncoderInputs,
         frozen: torch.Tensor,
         labels: tuple[torch.Tensor, torch.Tensor],
@@ -195,17 +196,17 @@ class ReCLIP(Method):
         backbone, device = encoder.backbone, encoder.backbone.device
         mask_on_device, mask_on_cpu = mask
         first = first_prompts(encoder.sentences)
-        total, steps, batches = frozen.new_zeros(()), 0, 0
-        for batch_rows, pixels in loader:
-            if batches >= max_steps:
+        total, steps, taken = frozen.new_zeros(()), 0, 0
+        for batch_rows, pixels in batches:
+            if taken >= max_steps:
                 break
-            batches += 1
+            taken += 1
             if not mask_on_cpu[batch_rows].any():  # no agreed row in this batch: no step (as the code)
                 continue
             rows = batch_rows.to(device, non_blocking=True)
             m = mask_on_device[rows]
             with torch.enable_grad(), autocast(device, backbone.precision):
-                v = F.normalize(backbone.image_forward(pixels.to(device, non_blocking=True)).float(), dim=-1)
+                v = F.normalize(backbone.image_forward(pixels).float(), dim=-1)
                 loss_v = masked_cross_entropy(100.0 * v @ centres.T, labels[0][rows], m)
                 t = class_text_features(backbone, first)  # with gradients: the text LayerNorms train
                 loss_t = masked_cross_entropy(100.0 * frozen[rows] @ t.T, labels[1][rows], m)
@@ -214,20 +215,20 @@ class ReCLIP(Method):
             loss.backward()
             optimiser.step()
             total, steps = total + loss.detach(), steps + 1
-        return total / max(steps, 1), batches
+        return total / max(steps, 1), taken
 
     @torch.no_grad()
     def _pseudo_labels(
         self,
         encoder: EncoderInputs,
-        loader: DataLoader,
+        batches: Batches,
         frozen: torch.Tensor,
         text0: torch.Tensor,
         propagate: Callable[..., torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """With the model as it is now: tuned image features (N, D), ReCLIP-V's class centres (C, D), and the
-        (N,) pseudo-labels of ReCLIP-V and ReCLIP-T, all on the device (``loader``: every row, in order)."""
-        tuned_x = F.normalize(encode_rows(encoder, loader), dim=-1)
+        (N,) pseudo-labels of ReCLIP-V and ReCLIP-T, all on the device (``batches``: every row, in order)."""
+        tuned_x = F.normalize(encode_rows(encoder, batches), dim=-1)
         vision_nodes = propagate(tuned_x, text0, with_anchors=True).argmax(1)  # (C + N,) anchors first
         centres = class_centres(torch.cat([text0, tuned_x]), vision_nodes, text0)
         texts = class_text_features(encoder.backbone, encoder.sentences)  # the full prompt ensemble
