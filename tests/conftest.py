@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import make_image_folder, register_tiny_openclip, save_tiny_hf_clip
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "whurs19"
+# the real WHU-RS19 features beside the checkout (CLIPADAPT_WHURS19 names another folder, e.g. on a GPU machine)
+SHARED_DATA = Path(
+    os.environ.get("CLIPADAPT_WHURS19") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "whurs19"
+)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from clipadapt.errors import ClipAdaptError
 from clipadapt.runtime import float32_matmuls, precision_policy, seeded_randomness
+from conftest import whurs19_files
 
 CUDA = torch.cuda.is_available()
 DEVICE = "meta"  # the accelerator stand-in
@@ -170,6 +171,27 @@ def test_the_result_records_where_and_how_precisely_the_method_ran(method: str) 
 
     record = run_method(as_featureset(make_modality_gap(n=120)), method, device="cpu", precision="fp32")
     assert record["runtime"] == {"device": "cpu", "precision": "fp32", "autocast": "off", "tf32": False}
+
+
+FROZEN = ["zeroshot", "inmap", "transclip", "reclip-lp", "clip-enhance"]
+FEW_SHOT = ["cmm", "tip-adapter", "tip-adapter-f", "linear-probe", "cross-modal-linear-probe", "transclip-fs"]
+
+
+@pytest.mark.skipif(not CUDA or not whurs19_files(), reason="needs CUDA and the WHU-RS19 features")
+@pytest.mark.parametrize("method", FROZEN + FEW_SHOT)
+@pytest.mark.parametrize("path", whurs19_files(), ids=lambda p: p.stem)
+def test_cpu_and_cuda_predictions_agree_on_every_whurs19_file_in_fp32(path, method: str) -> None:
+    """Issue 19: with the same hyperparameters (solver included) and fp32, ≥ 99.5 % of the rows agree."""
+    from clipadapt.evaluation import evaluate
+    from clipadapt.features import load_feature_file
+
+    features = load_feature_file(path)
+    shots = 4 if method in FEW_SHOT else None
+    runs = [evaluate(features, method, seed=1, shots=shots, device=d, precision="fp32") for d in ("cpu", "cuda")]
+    (cpu_record, on_cpu), (cuda_record, on_cuda) = runs
+    assert cpu_record["hparams"].get("solver_used") == cuda_record["hparams"].get("solver_used")
+    agreement = float((on_cpu.logits.argmax(1) == on_cuda.logits.argmax(1)).float().mean())
+    assert agreement >= 0.995, f"{path.stem} {method}: {agreement:.4f}"
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

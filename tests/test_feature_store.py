@@ -205,3 +205,32 @@ def test_transforms_that_do_not_end_in_to_tensor_and_normalize_run_whole(tiny_hf
     assert split_transform(hf.preprocess) is None  # a Hugging Face image processor
     assert split_transform(FlipView(hf.preprocess)) is None
     assert split_transform(transforms.Compose([transforms.ToTensor()])) is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"quality": 90}, {"quality": 90, "subsampling": 0}, {"quality": 75, "subsampling": 1},
+     {"quality": 85, "progressive": True}, {"quality": 90, "mode": "L"}, {"quality": 90, "mode": "CMYK"}],
+)  # fmt: skip
+def test_jpegs_decode_to_the_pixels_pillow_gives(options: dict, tmp_path: Path) -> None:
+    """open_image decodes JPEGs with torchvision (twice as fast): the pixels must be Pillow's, bit for bit."""
+    from PIL import Image
+
+    from clipadapt.data.sources import open_image
+
+    mode = options.pop("mode", "RGB")
+    yy, xx = np.mgrid[0:75, 0:100] / 100
+    pixels = np.stack([128 + 100 * np.sin(8 * xx + 3 * yy), 128 + 100 * np.cos(5 * yy), 200 * xx * yy], -1)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels.astype(np.uint8)).convert(mode).save(path, **options)
+    with Image.open(path) as reference:
+        assert np.array_equal(np.asarray(open_image(path)), np.asarray(reference.convert("RGB")))
+
+
+def test_a_broken_jpeg_is_unreadable_with_pillows_reason(tmp_path: Path) -> None:
+    from clipadapt.data.sources import UnreadableImage, open_image
+
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 4)
+    with pytest.raises(UnreadableImage, match=r"OSError|UnidentifiedImageError|SyntaxError"):
+        open_image(path)

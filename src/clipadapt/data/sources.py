@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from clipadapt.errors import ClipAdaptError
 
@@ -25,14 +28,33 @@ class UnreadableImage(Exception):
     """One image could not be read; extraction skips it and counts it."""
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode one image as RGB, raising :class:`UnreadableImage` with the reason."""
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def open_image(path: str | os.PathLike | io.BytesIO) -> Image.Image:
+    """Open and fully decode one image (a file, or its bytes) as RGB, raising :class:`UnreadableImage` with
+    the reason.
+
+    JPEGs are decoded by torchvision's libjpeg-turbo decoder, which gives the very pixels Pillow gives
+    (tested on baseline, progressive, 4:2:0/4:2:2/4:4:4, grayscale and CMYK files) in about half the time;
+    anything else, or a JPEG torchvision refuses, goes through Pillow.
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
+        data = path.getvalue() if isinstance(path, io.BytesIO) else Path(path).read_bytes()
     except FileNotFoundError:
         raise UnreadableImage("file not found") from None
+    except OSError as exc:
+        raise UnreadableImage(f"{type(exc).__name__}: {exc}") from None
+    if data.startswith(JPEG_MAGIC):
+        try:
+            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+        except RuntimeError:
+            pass  # Pillow decides (and words the error)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
