@@ -2,6 +2,7 @@
 the README's tables made from the result JSONs.
 
     python benchmarks/world_v2.py [--seeds 0 1] [--out clipadapt_out/world_v2] [--skip_existing]
+        [--method reclip fair]    # some methods only (the ablations run when reclip or fair is among them)
 
 Per seed S, ``clipadapt demo --domains all --seed S`` (every method at its defaults, the demo's 300 test
 images and labelled pool per domain) writes ``OUT/seedS/``; then, on the same images and cached features,
@@ -32,14 +33,14 @@ ABLATIONS = {
 }
 
 
-def main_runs(out: Path, seed: int, skip_existing: bool) -> list[dict[str, Any]]:
+def main_runs(out: Path, seed: int, skip_existing: bool, methods: list[str] | None = None) -> list[dict[str, Any]]:
     folder = out / f"seed{seed}"
     if skip_existing and (folder / "report.md").exists():
         return [json.loads(p.read_text()) for p in sorted((folder / "results").glob("*.json"))]
-    return run_demo(folder, domains=["all"], n_test=TEST_IMAGES, n_pool=POOL, seed=seed)
+    return run_demo(folder, domains=["all"], methods=methods, n_test=TEST_IMAGES, n_pool=POOL, seed=seed)
 
 
-def ablation_runs(out: Path, seed: int, skip_existing: bool) -> list[dict[str, Any]]:
+def ablation_runs(out: Path, seed: int, skip_existing: bool, methods: list[str] | None = None) -> list[dict[str, Any]]:
     from clipadapt.backbones import load_backbone
     from clipadapt.data import open_source
     from clipadapt.evaluation import evaluate
@@ -53,6 +54,8 @@ def ablation_runs(out: Path, seed: int, skip_existing: bool) -> list[dict[str, A
         manifest = write_domain_manifest(folder / "domains", domain, TEST_IMAGES, POOL, seed)  # the demo's, reused
         features = None
         for method, changes in ABLATIONS.items():
+            if methods is not None and method not in methods:
+                continue
             for key, value in changes:
                 path = folder / "ablations" / f"world-{manifest.stem}_{method}_{key}-{value}.json".lower()
                 if skip_existing and path.exists():
@@ -85,6 +88,7 @@ def in_domain_order(names: set[str]) -> list[str]:
 
 
 def table(records: list[dict[str, Any]], methods: tuple[str, ...]) -> str:
+    methods = tuple(m for m in methods if any(r["method"] == m for r in records))  # those that ran
     by = {(domain_of(r), r["method"]): r for r in records}
     domains = in_domain_order({domain_of(r) for r in records})
     lines = ["| domain | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
@@ -109,7 +113,9 @@ def pseudo_label_table(records: list[dict[str, Any]]) -> str:
 
 
 def ablation_table(main: list[dict[str, Any]], ablations: list[dict[str, Any]]) -> str:
-    columns = [(m, None) for m in ABLATIONS] + [(m, change) for m, changes in ABLATIONS.items() for change in changes]
+    ran = {r["method"] for r in ablations}
+    columns = [(m, None) for m in ABLATIONS if m in ran]
+    columns += [(m, change) for m, changes in ABLATIONS.items() if m in ran for change in changes]
     names = [m if c is None else f"{m} {c[0]}={str(c[1]).lower()}" for m, c in columns]
     by: dict[tuple[str, str], dict[str, Any]] = {
         (domain_of(r), r["method"]): r for r in main if r["method"] in ABLATIONS
@@ -128,11 +134,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--out", default="clipadapt_out/world_v2")
     parser.add_argument("--skip_existing", action="store_true", help="reuse the result JSONs of an earlier run")
+    parser.add_argument("--method", nargs="+", default=None, help="these methods only (default: every one)")
     args = parser.parse_args()
     out = Path(args.out)
     for seed in args.seeds:
-        main_records = main_runs(out, seed, args.skip_existing)
-        ablation_records = ablation_runs(out, seed, args.skip_existing)
+        main_records = main_runs(out, seed, args.skip_existing, args.method)
+        ablation_records = ablation_runs(out, seed, args.skip_existing, args.method)
         print(f"\n## World seed {seed}\n\nLabel-free\n\n{table(main_records, LABEL_FREE)}\n")
         print(f"Few-shot (4 shots per class)\n\n{table(main_records, FEW_SHOT)}\n")
         print(f"Pseudo-labels over the epochs\n\n{pseudo_label_table(main_records)}\n")

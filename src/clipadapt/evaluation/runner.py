@@ -68,11 +68,14 @@ def fit_and_predict(
     labelled support and validation rows and the test rows; every method, few-shot or not, is then scored
     on those same test rows, so that the numbers compare.
 
-    The method runs on ``device`` (default: where the features are): its rows are moved there once, and it
-    runs under the precision policy ``precision`` (:mod:`clipadapt.runtime`; default: the backbone's, or
-    auto). ``seconds`` includes waiting for the device. The logits and classifier come back on the CPU.
+    The method runs on ``device`` (default: the backbone's when the features have one, else where the
+    features are): its rows are moved there once, and it runs under the precision policy ``precision``
+    (:mod:`clipadapt.runtime`; default: the backbone's, or auto). ``seconds`` includes waiting for the
+    device. The logits and classifier come back on the CPU.
     """
-    device = features.device if device is None else resolve_device(device)
+    if device is None:
+        device = features.encoder.backbone.device if features.encoder is not None else features.device
+    device = resolve_device(device)
     precision = run_precision(features, precision)
     if method.setting == "inductive":
         raise MethodUnavailable(f"method {method.name!r} ({method.setting}) is not supported by this runner yet")

@@ -116,7 +116,7 @@ class FeatureStore:
         """Features of every image of ``source``, reusing and completing whatever the cache holds.
 
         Under torchrun (:mod:`clipadapt.distributed`) every rank encodes its share of the missing chunks
-        (chunk c goes to rank c mod N) on its own device, and every rank returns the complete entry.
+        (the i-th missing chunk goes to rank i mod N) on its own device, and every rank returns the complete entry.
         """
         if chunk_size is not None and chunk_size < 1:
             raise ClipAdaptError(f"the chunk size must be at least 1, not {chunk_size}")

@@ -73,7 +73,6 @@ def knn_used(points: int, device: torch.device, exact_max: int = EXACT_KNN_MAX) 
 FAISS_LISTS_PER_ROOT = 4  # nlist = 4·√M inverted lists (faiss's guideline: 4·√M to 16·√M)
 FAISS_NPROBE = 32  # lists visited per query
 FAISS_TRAIN_PER_LIST = 40  # k-means training points per list (faiss warns below 39)
-FAISS_KMEANS_ITERATIONS = 10  # of the coarse quantiser's k-means (faiss's default 25 costs 2.5× the training)
 
 
 def faiss_parameters(m: int) -> tuple[int, int]:
@@ -88,12 +87,12 @@ def faiss_knn(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Approximate :func:`knn` with faiss's inverted-file index (``IndexIVFFlat``, inner product) on the CPU.
 
-    The points are clustered into nlist lists by k-means (FAISS_KMEANS_ITERATIONS iterations on
-    FAISS_TRAIN_PER_LIST · nlist points drawn with ``seed``), and each query scans the nprobe lists nearest
-    to it (:func:`faiss_parameters`): similarities are exact for the neighbours found; a neighbour in an
-    unvisited list is missed (``benchmarks/knn_recall.py`` measures how often). A point always finds
-    itself (its own list is visited first), and is dropped from its own neighbours. A query that finds
-    fewer than ``k`` points gets an exact search.
+    The points are clustered into nlist lists by k-means (on FAISS_TRAIN_PER_LIST · nlist points drawn
+    with ``seed``), and each query scans the nprobe lists nearest to it (:func:`faiss_parameters`):
+    similarities are exact for the neighbours found; a neighbour in an unvisited list is missed
+    (``benchmarks/knn_recall.py`` measures how often). A point always finds itself (its own list is visited
+    first), and is dropped from its own neighbours. A query that finds fewer than ``k`` points gets an
+    exact search.
 
     Args:
         points: (M, D) L2-normalised points; queries: optional (Q, D) L2-normalised rows.
@@ -108,7 +107,6 @@ def faiss_knn(
     base = np.ascontiguousarray(points.detach().float().cpu().numpy())
     nlist, nprobe = faiss_parameters(m)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter = FAISS_KMEANS_ITERATIONS
     index.cp.seed = seed
     train = min(m, FAISS_TRAIN_PER_LIST * nlist)
     index.train(base[np.random.default_rng(seed).choice(m, train, replace=False)] if train < m else base)
