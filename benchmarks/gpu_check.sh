@@ -7,8 +7,15 @@
 #
 # Environment: OUT (logs; default gpu_check_out), PYTHON (python3), DEVICE (cuda), CLIPADAPT_WHURS19 (the
 # WHU-RS19 feature files, for the CPU/GPU agreement tests), QUICK=1 (tiny sizes, a few tests: a dry run of
-# this script on any machine). Wheels in .whl/ (open_clip_torch, ftfy, wcwidth, webdataset, braceexpand,
-# faiss-cpu: what the GPU machine lacks; ../shared/gpu/README.md) are installed into /tmp/site first.
+# this script on any machine). Wheels in .whl/ are installed into /tmp/site first: what the lent GPU machine
+# lacks (../shared/gpu/README.md), fetched beforehand on a machine with the registry:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     open_clip_torch ftfy wcwidth webdataset braceexpand faiss-cpu
+# then one device run with carry [".whl"] (and a copy of the WHU-RS19 files in an ignored folder, named by
+# CLIPADAPT_WHURS19, for the CPU/GPU agreement tests) running `bash benchmarks/gpu_check.sh`: the device
+# tool's $OUT is where the seven files land.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
@@ -53,7 +60,7 @@ XDIST=()
     "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
     nproc
 } > "$OUT/machine.log" 2>&1
-step tests 200 "$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" "${TESTS[@]}"
+step tests 200 env OMP_NUM_THREADS=2 "$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" "${TESTS[@]}"
 step extraction 100 "$PY" benchmarks/extraction_throughput.py --device "$DEVICE" "${EXTRACT[@]}"
 step scale 190 "$PY" benchmarks/transductive_scale.py --device "$DEVICE" "${SCALE[@]}"
 step tuning 80 "$PY" benchmarks/encoder_tuning_throughput.py --device "$DEVICE" "${TUNE[@]}"
