@@ -192,6 +192,8 @@ def test_the_result_records_which_neighbour_search_ran() -> None:
         record = run_method(features, method, hparams={"exact_knn_max": 10}, shots=shots)
         assert record["hparams"]["knn_used"].startswith("faiss-ivf(nlist="), method
         assert run_method(features, method, shots=shots)["hparams"]["knn_used"] == "exact"
+    fallback = run_method(features, "reclip-lp", hparams={"max_propagation_classes": 1})  # no graph at all
+    assert fallback["hparams"]["knn_used"] == "none (fallback)"
 
 
 def _clustered(n: int, d: int = 32, classes: int = 20, seed: int = 0) -> torch.Tensor:

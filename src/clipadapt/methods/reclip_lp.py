@@ -113,7 +113,9 @@ class ReCLIPLabelPropagation(Method):
             exact_knn_max=self.exact_knn_max,
         )  # fmt: skip
         centroids = class_centres(x, scores.argmax(dim=1), text)
-        hparams = {**self.hparams(), "knn_used": knn_used(len(x) + len(text), x.device, self.exact_knn_max)}
+        propagated = len(text) <= self.max_propagation_classes  # else the paper's fallback builds no graph
+        search = knn_used(len(x) + len(text), x.device, self.exact_knn_max) if propagated else "none (fallback)"
+        hparams = {**self.hparams(), "knn_used": search}
         classifier = Classifier(centroids, target.class_names, 100.0, method=self.name, hparams=hparams)
         confidence = scores.clamp_min(0) / scores.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-12)
         history = {"mean_confidence": [float(confidence.max(1).values.mean())]}
