@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--num_workers", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", default="500x375", help="JPEG width x height")
-    parser.add_argument("--unsplit", action="store_true", help="also time the whole transform in the loaders")
+    parser.add_argument("--compare", action="store_true", help="also time the other places the work can be done")
     args = parser.parse_args()
     set_quiet(True)
     backbone = load_backbone(args.model, args.pretrained, device=args.device)
@@ -76,18 +76,24 @@ def main() -> None:
                 torch.cuda.synchronize()
             return args.images / (time.perf_counter() - start)
 
-        def pipeline(run: str) -> float:
-            store = FeatureStore(Path(tmp) / f"cache-{run}")  # a fresh cache: everything is extracted
+        def pipeline(run: str, resize_on_device: bool | None = None) -> float:
+            store = FeatureStore(Path(tmp) / f"cache-{run}", resize_on_device)  # fresh: everything is extracted
             start = time.perf_counter()
             store.extract(backbone, source, batch_size=args.batch_size, num_workers=args.num_workers)
             return args.images / (time.perf_counter() - start)
 
         def unsplit(run: str) -> float:
-            with mock.patch.object(store_module, "split_transform", lambda transform: None):
+            with mock.patch.object(store_module, "split_transform", lambda *_: None):
                 return pipeline(f"unsplit-{run}")
 
         # Interleave the runs so that drifting machine load affects all alike; report each pair's ratio.
-        runs = {"full pipeline": pipeline, **({"unsplit pipeline": unsplit} if args.unsplit else {})}
+        runs = {"full pipeline": pipeline}
+        if args.compare:
+            runs |= {
+                "resize in loaders": lambda run: pipeline(f"loaders-{run}", False),
+                "resize on device": lambda run: pipeline(f"device-{run}", True),
+                "unsplit pipeline": unsplit,
+            }
         rows = [(bare(), {name: run(f"{r}") for name, run in runs.items()}) for r in range(args.repeats)]
     print(f"model {args.model} ({args.pretrained}) on {backbone.device}, batch {args.batch_size}, {args.images} "
           f"JPEGs of {args.size}")  # fmt: skip

@@ -48,7 +48,7 @@ if [ "$QUICK" = 1 ]; then
     TUNE=(--model toyclip --images 64)
 else
     TESTS=()
-    EXTRACT=(--model ViT-B-32 --pretrained random --images 3072 --batch_size 256 --num_workers 12 --repeats 2)
+    EXTRACT=(--model ViT-B-32 --pretrained random --images 3072 --batch_size 256 --num_workers 12 --repeats 2 --compare)
     SCALE=(--n 1000000 --dim 768 --classes 1000)
     TUNE=(--model ViT-B-32 --pretrained random --images 1024)
 fi

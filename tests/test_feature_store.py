@@ -234,3 +234,67 @@ def test_a_broken_jpeg_is_unreadable_with_pillows_reason(tmp_path: Path) -> None
     path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 4)
     with pytest.raises(UnreadableImage, match=r"OSError|UnidentifiedImageError|SyntaxError"):
         open_image(path)
+
+
+def _photo(width: int, height: int, seed: int):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    pixels = np.stack([128 + 120 * np.sin(13 * xx + 7 * yy), 128 + 120 * np.cos(27 * xx * yy), 255 * (xx > 0.5)], -1)
+    return Image.fromarray(np.clip(pixels + rng.normal(0, 30, pixels.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("size", [224, 64])
+def test_resizing_on_the_device_gives_pillows_pixels_bit_for_bit(size: int) -> None:
+    """Resize(S, bicubic) + CenterCrop(S) computed as matrix products must equal Pillow's fixed-point filter:
+    landscape, portrait (where newer Pillow runs the vertical pass first), upscaled, unchanged sides."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from clipadapt.features.pixels import PillowResizeCrop, pillow_pass_order
+
+    assert pillow_pass_order() is not None, "the installed Pillow's pass order was recognised"
+    reference = transforms.Compose([transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
+                                    transforms.CenterCrop(size)])  # fmt: skip
+    rng = np.random.default_rng(size)
+    shapes = [
+        (size, 2 * size),
+        (2 * size, size),
+        (size, size),
+        (size + 1, size),
+        (294 * size // 224, 650 * size // 224),
+    ]
+    shapes += [(int(w), int(h)) for w, h in rng.integers(size // 2, 3 * size, (20, 2))]
+    images = [_photo(w, h, i) for i, (w, h) in enumerate(shapes)]
+    resized = PillowResizeCrop(size)([pil_to_tensor(image) for image in images], torch.device("cpu"))
+    for image, ours in zip(images, resized, strict=True):
+        assert torch.equal(ours, pil_to_tensor(reference(image))), image.size
+
+
+def test_extraction_resizing_on_the_device_gives_the_reference_features(tiny_openclip, tmp_path: Path) -> None:
+    from clipadapt.features.pixels import DeviceResizeNormalize, split_transform
+
+    backbone = load_backbone(tiny_openclip, "random", device="cpu")
+    assert isinstance(split_transform(backbone.preprocess, resize_on_device=True)[1], DeviceResizeNormalize)
+    root = tmp_path / "mixed" / "things"
+    root.mkdir(parents=True)
+    for i, (w, h) in enumerate([(50, 40), (40, 50), (33, 90), (64, 64), (50, 40), (120, 31)]):
+        _photo(w, h, i).save(root / f"{i}.jpg", quality=92)
+    source = open_source(str(tmp_path / "mixed"))
+    on_device = FeatureStore(tmp_path / "a", resize_on_device=True).extract(backbone, source, batch_size=4)
+    in_loaders = FeatureStore(tmp_path / "b", resize_on_device=False).extract(backbone, source, batch_size=4)
+    assert torch.equal(on_device.features, in_loaders.features)
+
+
+def test_only_a_bicubic_resize_and_a_centre_crop_of_one_size_move_to_the_device() -> None:
+    from clipadapt.features.pixels import DeviceNormalize, split_transform
+
+    tail = [transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.25,) * 3)]
+    bicubic, bilinear = transforms.InterpolationMode.BICUBIC, transforms.InterpolationMode.BILINEAR
+    for head in ([transforms.Resize(32, interpolation=bilinear), transforms.CenterCrop(32)],
+                 [transforms.Resize(32, interpolation=bicubic), transforms.CenterCrop(28)],
+                 [transforms.Resize((32, 32), interpolation=bicubic), transforms.CenterCrop(32)],
+                 [transforms.Resize(32, interpolation=bicubic, max_size=40), transforms.CenterCrop(32)]):  # fmt: skip
+        assert isinstance(
+            split_transform(transforms.Compose([*head, *tail]), resize_on_device=True)[1], DeviceNormalize
+        )

@@ -75,19 +75,26 @@ class ImageDataset(Dataset):
 
 def collate_images(
     batch: list[tuple[int, torch.Tensor | None, str | None]],
-) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+) -> tuple[list[int], torch.Tensor | list[torch.Tensor] | None, list[tuple[int, str]]]:
+    """(indices, pixels, failures) of a batch: the pixels stacked, or a list when their sizes differ
+    (decoded images that the device resizes)."""
     ok = [(i, x) for i, x, err in batch if err is None]
     failed = [(i, err) for i, _, err in batch if err is not None]
+    images = [x for _, x in ok]
+    if not images or any(x.shape != images[0].shape for x in images):
+        return [i for i, _ in ok], images or None, failed
     # default_collate stacks straight into shared memory inside a worker: no extra copy between processes
-    pixels = default_collate([x for _, x in ok]) if ok else None
-    return [i for i, _ in ok], pixels, failed
+    return [i for i, _ in ok], default_collate(images), failed
 
 
 class FeatureStore:
     """Caches extracted image features under ``root`` (default ``~/.cache/clipadapt/features``)."""
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, resize_on_device: bool | None = None) -> None:
+        """``resize_on_device``: loaders only decode and the device resizes and crops, bit for bit as Pillow
+        (:mod:`clipadapt.features.pixels`); None (default): on CUDA, where loaders fall behind the encoder."""
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.resize_on_device = resize_on_device
 
     @staticmethod
     def key_fields(backbone: Backbone, source: ImageSource, transform: object) -> dict[str, Any]:
@@ -139,7 +146,8 @@ class FeatureStore:
         if pending and here.world > 1:
             log.debug("rank %d of %d encodes chunks %s of %s", here.rank, here.world, mine, entry.name)
         if mine:
-            _extract_chunks(backbone, source, transform, entry, mine, chunk_size, batch_size, num_workers)
+            on_device = backbone.device.type == "cuda" if self.resize_on_device is None else self.resize_on_device
+            _extract_chunks(backbone, source, transform, entry, mine, chunk_size, batch_size, num_workers, on_device)
         distributed.barrier()  # every chunk is written
         return _assemble(entry, n_chunks)
 
@@ -169,17 +177,19 @@ def _extract_chunks(
     chunk_size: int,
     batch_size: int,
     num_workers: int | None,
+    resize_on_device: bool = False,
 ) -> None:
     """Encode the images of the ``pending`` chunks and write each chunk file as soon as it is complete.
 
     Loader processes decode, resize and crop; with a transform that splits (:mod:`clipadapt.features.pixels`)
-    they send uint8 pixels that are normalised on the device. Features go back to the host without waiting
+    they send uint8 pixels that are normalised on the device (with ``resize_on_device``, decoded images
+    that the device also resizes and crops). Features go back to the host without waiting
     for the device (into pinned memory on CUDA), and a writer thread saves each finished chunk, so the
     encoder never waits for the disk.
     """
     n = len(source)
     workers = default_num_workers() if num_workers is None else num_workers
-    split = split_transform(transform)
+    split = split_transform(transform, resize_on_device)
     host_transform, to_device = split if split is not None else (transform, None)
     loader = DataLoader(
         ImageDataset(source, host_transform),
