@@ -67,16 +67,7 @@ class EncoderInputs:
         so they do not depend on the number of workers or on which worker loads the image. Batches are
         pinned when the backbone is on CUDA (their copies to the device do not wait).
         """
-        workers = self.num_workers
-        return DataLoader(
-            _Rows(self, transform),
-            batch_size=batch_size or self.batch_size,
-            sampler=PassSampler(len(self), shuffle, random_transform),
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.backbone.device.type == "cuda",
-            drop_last=False,
-        )
+        return self._passes(_Rows(self, transform), batch_size, shuffle, random_transform, self.num_workers)
 
     def batches(
         self,
@@ -89,19 +80,25 @@ class EncoderInputs:
         shuffled, from ``transform`` (a deterministic one) or from ``pixels`` that :meth:`decode` kept."""
         split = split_transform(transform)
         if pixels is not None and split is not None:
-            dataset: Dataset = _MemoryRows(pixels)
-            workers = 0
+            loader = self._passes(_MemoryRows(pixels), batch_size, shuffle, False, workers=0)
         else:
-            dataset, workers = _Rows(self, transform if split is None else split[0]), self.num_workers
-        loader = DataLoader(
+            rows = _Rows(self, transform if split is None else split[0])
+            loader = self._passes(rows, batch_size, shuffle, False, self.num_workers)
+        return Batches(loader, None if split is None else split[1], self.backbone.device)
+
+    def _passes(
+        self, dataset: Dataset, batch_size: int | None, shuffle: bool, seeded: bool, workers: int
+    ) -> DataLoader:
+        """A loader for one pass per iteration over every row (:class:`PassSampler`), its workers kept up
+        between passes, its batches pinned when the backbone is on CUDA."""
+        return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,
-            sampler=PassSampler(len(self), shuffle, False),
+            sampler=PassSampler(len(self), shuffle, seeded),
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.backbone.device.type == "cuda",
         )
-        return Batches(loader, None if split is None else split[1], self.backbone.device)
 
     def decode(self, transform: Callable[[Any], torch.Tensor]) -> torch.Tensor | None:
         """(N, 3, S, S) uint8: every row's image through the PIL half of ``transform``, decoded once (in the

@@ -10,9 +10,9 @@ With ``resize_on_device`` (what extraction asks for on CUDA, where a dozen loade
 with the encoder: Pillow's antialiased resize takes ~3.3 ms of the ~4.3 ms a 500 × 375 JPEG costs a
 loader), a transform that resizes the short side with bicubic interpolation and centre-crops to that same
 size (open_clip's, ToyCLIP's) splits earlier: the loaders only decode, and :class:`PillowResizeCrop`
-resizes and crops on the device *as Pillow does*, bit for bit (its fixed-point filter, the horizontal
-pass then the vertical one, each rounded to 8 bits), so the features stay those of the reference
-preprocessing.
+resizes and crops on the device *as Pillow does*, bit for bit (its fixed-point filter, a horizontal and
+a vertical pass in the installed Pillow's order, each rounded to 8 bits), so the features stay those of
+the reference preprocessing.
 """
 
 from __future__ import annotations

@@ -105,21 +105,9 @@ def grid_accuracies(
     return accuracies
 
 
-def search_alpha_beta(
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    text: torch.Tensor,
-    keys: torch.Tensor,
-    key_labels: torch.Tensor,
-    betas: list[float],
-    alphas: list[float],
-) -> tuple[float, float, float]:
-    """The (α, β) of the best accuracy of 100 x̂ t̂ᵀ + α · cache_β on (x, labels) — validation data only.
-
-    Returns:
-        α, β and the accuracy (the first best in β-major, α-minor order).
-    """
-    accuracies = grid_accuracies(x, labels, text, keys, key_labels, betas, alphas)
+def best_alpha_beta(accuracies: torch.Tensor, betas: list[float], alphas: list[float]) -> tuple[float, float, float]:
+    """α, β and the accuracy of the best entry of (B, A) :func:`grid_accuracies` — validation data only — the
+    first best in β-major, α-minor order (one wait for the device)."""
     i, j = divmod(int(accuracies.argmax()), len(alphas))  # argmax: the first of equal maxima, row-major
     return alphas[j], betas[i], float(accuracies[i, j])
 
@@ -174,9 +162,9 @@ class TipAdapter(Method):
         assert validation is not None and validation.labels is not None and support.labels is not None
         _, text = support.normalised()
         betas, alphas = self.search_grid()
-        alpha, beta, val_acc = search_alpha_beta(
-            validation.normalised()[0], validation.labels, text, keys, support.labels, betas, alphas
-        )
+        accuracies = grid_accuracies(validation.normalised()[0], validation.labels, text, keys, support.labels, betas,
+                                     alphas)  # fmt: skip
+        alpha, beta, val_acc = best_alpha_beta(accuracies, betas, alphas)
         hparams = {
             **self.hparams(),
             "alpha": alpha,
