@@ -9,6 +9,8 @@ paper switches propagation off and uses the model's predictions (cosine in the p
 
 Efficiency (documented in the README): P2 maps into the (C−1)-dimensional span of the text features, so
 the graph is built on exact (C−1)-dimensional coordinates, block by block; no N×N matrix is formed.
+Departure (docs/faithfulness.md): on the CPU above ``exact_knn_max`` nodes the neighbours come from faiss's
+inverted-file index (approximate; exact on a GPU at any size), and ``hparams["knn_used"]`` says which ran.
 The classifier kept for new images is the normalised mean image feature of each pseudo-labelled class.
 """
 
