@@ -32,7 +32,11 @@ def generate(n: int, dim: int, classes: int, seed: int = 0, views: int = 0, bala
     centres = F.normalize(torch.randn(classes, dim, generator=g), dim=1)
     text = F.normalize(centres + 1.2 * F.normalize(torch.randn(classes, dim, generator=g), dim=1), dim=1)
     labels = torch.arange(n) % classes if balanced else torch.randint(0, classes, (n,), generator=g)
-    images = F.normalize(centres[labels] + noise * torch.randn(n, dim, generator=g) / dim**0.5, dim=1)
+    images = torch.empty(n, dim)
+    for start in range(0, n, 65536):  # in chunks: generating must not set the process's peak memory
+        chunk = labels[start : start + 65536]
+        draw = torch.randn(chunk.shape[0], dim, generator=g)
+        images[start : start + 65536] = F.normalize(centres[chunk] + noise * draw / dim**0.5, dim=1)
     features = FeatureSet(images, text, labels)
     if views:  # crops stand-in: each view is its image plus its own noise, stored as float16 like real views
         features.view_features = torch.empty(n, views, dim, dtype=torch.float16)

@@ -69,8 +69,8 @@ def test_transclip_solver_stays_on_the_device_without_waiting() -> None:
     graph = x @ x.T / 6  # the solver's graph is sparse CSR; a dense one checks the rest of the loop
     means, variance = initial_means(x, log_zeroshot.exp()), x.new_full((8,), 1 / 8)
     shots = (on_device(6, 8), F.one_hot(on_device(6, dtype=torch.long), 3).float())
-    z, means, variance, predictions = solve(x, log_zeroshot, graph, log_zeroshot.exp(), means, variance, 3, 2,
-                                            shots=shots)  # fmt: skip
+    z, means, variance, predictions = solve(x, 50 * text, graph, log_zeroshot.exp(), means, variance, 3, 2,
+                                            prior=log_zeroshot, shots=shots)  # fmt: skip
     assert z.device.type == means.device.type == predictions[-1].device.type == DEVICE
     assert shot_means(shots[0], on_device(6, dtype=torch.long), 3).device.type == DEVICE
 

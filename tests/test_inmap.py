@@ -7,7 +7,13 @@ import torch.nn.functional as F
 from clipadapt.errors import ClipAdaptError
 from clipadapt.evaluation.runner import run_method
 from clipadapt.kernels import sinkhorn_balance
-from clipadapt.methods.inmap import learn_vision_proxies, learn_vision_proxies_lbfgs, proxy_loss, proxy_loss_and_grad
+from clipadapt.methods.inmap import (
+    harden,
+    learn_vision_proxies,
+    learn_vision_proxies_lbfgs,
+    proxy_loss,
+    proxy_loss_and_grad,
+)
 from helpers import as_featureset, make_modality_gap
 
 
@@ -34,6 +40,23 @@ def test_sinkhorn_is_finite_at_tiny_temperatures() -> None:
     scores = torch.randn(400, 4) * 5
     balanced = sinkhorn_balance(scores, tau=1e-4, iterations=20)
     assert torch.isfinite(balanced).all() and torch.allclose(balanced.sum(1), torch.ones(400), atol=1e-5)
+
+
+def test_sinkhorn_writes_into_its_own_scores_buffer_with_the_same_result() -> None:
+    scores = torch.randn(300, 7, generator=torch.Generator().manual_seed(3))
+    expected = sinkhorn_balance(scores, tau=0.01, iterations=20)
+    buffer = scores.clone()
+    assert sinkhorn_balance(buffer, tau=0.01, iterations=20, out=buffer) is buffer
+    assert torch.equal(buffer, expected)
+
+
+def test_harden_makes_the_confident_rows_one_hot_in_place() -> None:
+    labels = torch.softmax(3 * torch.randn(200, 5, generator=torch.Generator().manual_seed(4)), dim=1)
+    confident, top = labels.max(dim=1)
+    expected = torch.where((confident > 0.6)[:, None], F.one_hot(top, 5).float(), labels)
+    hardened, hard = harden(labels, 0.6)
+    assert hardened is labels and torch.equal(hardened, expected)
+    assert 0 < int(hard.sum()) < 200 and torch.equal(hard, confident > 0.6)
 
 
 def test_proxies_move_to_the_image_class_means_with_true_labels() -> None:

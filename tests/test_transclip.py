@@ -9,11 +9,12 @@ from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import knn
 from clipadapt.methods import build_method
 from clipadapt.methods.transclip import (
-    class_log_likelihood,
+    fixed_part,
     initial_means,
     neighbour_graph,
     shot_graph_term,
     update_gaussians,
+    weighted_squares,
 )
 from conftest import whurs19_files
 from helpers import as_featureset, make_modality_gap
@@ -96,13 +97,25 @@ def test_gaussian_terms_match_the_direct_formulas() -> None:
     variance = torch.rand(7, generator=g, dtype=torch.float64) + 0.1
     direct = -0.5 * ((x[:, None] - means[None]) ** 2 / variance).sum(-1)
     per_image = -0.5 * (x * x / variance).sum(1, keepdim=True)
-    assert torch.allclose(class_log_likelihood(x, means, variance) + per_image, direct)
-    assert torch.allclose(class_log_likelihood(x, means, variance, 0.5), 0.5 * (direct - per_image))
+    assert torch.allclose(fixed_part(x, means, variance) + per_image, direct)
+    assert torch.allclose(fixed_part(x, means, variance, 0.5), 0.5 * (direct - per_image))
+    text = F.normalize(torch.randn(4, 7, generator=g, dtype=torch.float64), dim=1)
+    log_zeroshot = torch.log_softmax(100 * F.normalize(x, dim=1) @ text.T, dim=1)
+    with_text = fixed_part(F.normalize(x, dim=1), means, variance, 0.02, 100 * 0.5 * text)
+    direct = -0.5 * ((F.normalize(x, dim=1)[:, None] - means[None]) ** 2 / variance).sum(-1)
+    offset = with_text - (0.02 * direct + 0.5 * log_zeroshot)  # what the z-update's softmax drops
+    assert torch.allclose(offset, offset[:, :1].expand_as(offset)), "the rest is the same for every class"
     z = torch.softmax(torch.randn(50, 4, generator=g, dtype=torch.float64), dim=1)
     mu, var = update_gaussians(x, z)
     direct_mu = F.normalize((z.T @ x) / z.sum(0)[:, None], dim=1)
     assert torch.allclose(mu, direct_mu), "means are normalised after the weighted mean"
     assert torch.allclose(var, (z[:, :, None] * (x[:, None] - direct_mu[None]) ** 2).sum((0, 1)) / 50), "new μ"
+
+
+def test_weighted_squares_over_row_blocks() -> None:
+    g = torch.Generator().manual_seed(5)
+    w, f = torch.rand(50, generator=g, dtype=torch.float64), torch.randn(50, 7, generator=g, dtype=torch.float64)
+    assert torch.allclose(weighted_squares(w, f, block=8), (w[:, None] * f * f).sum(0))
 
 
 def test_mean_initialisation_by_hand() -> None:

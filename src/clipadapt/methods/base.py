@@ -48,8 +48,8 @@ class Classifier:
     @torch.no_grad()
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
         """(N, D) image features (any norm) → (N, C) logits, on this classifier's device."""
-        out = self.logit_scale * self.unit(image_features) @ self.weights.T
-        return out if self.bias is None else out + self.bias
+        out = self.unit(image_features).mul_(self.logit_scale) @ self.weights.T  # scaled in place: one (N, D) copy
+        return out if self.bias is None else out.add_(self.bias)
 
     def predict(self, image_features: torch.Tensor) -> torch.Tensor:
         """(N, D) → (N,) predicted class indices."""

@@ -46,6 +46,38 @@ def proxy_loss(features: torch.Tensor, proxies: torch.Tensor, labels: torch.Tens
 
 
 @torch.no_grad()
+def pseudo_labels(features: torch.Tensor, text: torch.Tensor, tau: float, sinkhorn_iterations: int) -> torch.Tensor:
+    """Soft labels softmax(X Tᵀ / tau), Sinkhorn-balanced over classes unless ``sinkhorn_iterations`` is 0.
+
+    One (N, C) float32 buffer holds the scores and then the labels (plus Sinkhorn's wide kernel meanwhile).
+
+    Args:
+        features: (N, D) L2-normalised image features X; text: (C, D) class prototypes T.
+    Returns:
+        (N, C) rows summing to 1.
+    """
+    scores = features @ text.T
+    if sinkhorn_iterations > 0:
+        return sinkhorn_balance(scores, tau, sinkhorn_iterations, out=scores)
+    return torch.softmax(scores.div_(tau), dim=1)
+
+
+@torch.no_grad()
+def harden(labels: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows whose largest entry exceeds ``threshold`` become one-hot at it, in place (no host round trip).
+
+    Args:
+        labels: (N, C) soft labels, overwritten.
+    Returns:
+        ``labels`` and the (N,) mask of the rows made one-hot.
+    """
+    confident, top = labels.max(dim=1)
+    hard = confident > threshold
+    labels.masked_fill_(hard[:, None], 0.0).scatter_add_(1, top[:, None], hard[:, None].to(labels.dtype))
+    return labels, hard
+
+
+@torch.no_grad()
 def learn_vision_proxies(
     features: torch.Tensor,
     init: torch.Tensor,
@@ -71,8 +103,10 @@ def learn_vision_proxies(
     weights = init.clone()
     step = torch.tensor(lr / (n * tau), device=features.device)  # float32 on the device
     previous = torch.tensor(float("inf"), device=features.device)
+    logits, probs = features.new_empty(n, init.shape[0]), features.new_empty(n, init.shape[0])  # reused
     for _ in range(steps):
-        grad = torch.softmax(features @ weights.T / tau, dim=1).T @ features - target  # N·tau × the gradient
+        torch.mm(features, weights.T, out=logits).div_(tau)
+        grad = torch.softmax(logits, dim=1, out=probs).T @ features - target  # N·tau × the gradient
         norm = grad.norm()
         step = torch.where(norm > previous, step / 2, step)
         previous = norm
@@ -99,9 +133,9 @@ def proxy_loss_and_grad(
     n = features.shape[0]
     length = free.norm(dim=1, keepdim=True)
     weights = free / length
-    log_probs = torch.log_softmax(features @ weights.T / tau, dim=1)  # (N, C)
+    log_probs = torch.log_softmax((features @ weights.T).div_(tau), dim=1)  # (N, C); two (N, C) buffers at most
     loss = -(labels * log_probs).sum() / n
-    grad = (log_probs.exp_() - labels).T @ features / (n * tau)  # (C, D) ∂L/∂W
+    grad = log_probs.exp_().sub_(labels).T @ features / (n * tau)  # (C, D) ∂L/∂W
     return loss, (grad - (grad * weights).sum(1, keepdim=True) * weights) / length
 
 
@@ -167,14 +201,7 @@ class InMaP(Method):
         if solver == "auto":
             small = x.shape[0] * text.shape[0] * x.shape[1] <= self.gd_max_size
             solver = "gd" if small or x.device.type != "cpu" else "lbfgs"
-        scores = x @ text.T
-        if self.sinkhorn_iterations > 0:
-            labels = sinkhorn_balance(scores, self.tau_text, self.sinkhorn_iterations)
-        else:
-            labels = torch.softmax(scores / self.tau_text, dim=1)
-        confident, top = labels.max(dim=1)
-        hard = confident > self.threshold
-        labels = torch.where(hard[:, None], F.one_hot(top, labels.shape[1]).to(labels.dtype), labels)
+        labels, hard = harden(pseudo_labels(x, text, self.tau_text, self.sinkhorn_iterations), self.threshold)
         if solver == "gd":
             proxies, steps = learn_vision_proxies(x, text, labels, self.tau_image, self.lr, self.steps)
         else:

@@ -44,11 +44,6 @@ def text_basis(text: torch.Tensor, projection: str = "P2") -> torch.Tensor:
     raise ClipAdaptError(f"projection must be P0, P1 or P2, not {projection!r}")
 
 
-def projected(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """(N, D) features → (N, r) unit coordinates in the span of ``basis`` (D, r)."""
-    return F.normalize(x @ basis, dim=-1)
-
-
 def propagation_scores(
     x: torch.Tensor,
     text: torch.Tensor,
@@ -72,10 +67,12 @@ def propagation_scores(
         ``max_propagation_classes``).
     """
     basis = text_basis(text, projection)
-    x_proj = projected(x, basis)  # (N, r) coordinates of x̂ P2, re-normalised
-    t_proj = projected(text, basis)  # (C, r)
     n_classes = text.shape[0]
-    nodes = torch.cat([t_proj, x_proj])
+    nodes = x.new_empty(n_classes + x.shape[0], basis.shape[1])  # (C + N, r) the texts, then the images
+    torch.mm(text, basis, out=nodes[:n_classes])
+    torch.mm(x, basis, out=nodes[n_classes:])
+    nodes.div_(nodes.norm(dim=1, keepdim=True).clamp_min(1e-12))  # unit coordinates of x̂ P2, t̂ P2
+    t_proj = nodes[:n_classes]
     if n_classes > max_propagation_classes:
         scores = nodes @ t_proj.T
     else:
@@ -119,6 +116,7 @@ class ReCLIPLabelPropagation(Method):
         search = knn_used(len(x) + len(text), x.device, self.exact_knn_max) if propagated else "none (fallback)"
         hparams = {**self.hparams(), "knn_used": search}
         classifier = Classifier(centroids, target.class_names, 100.0, method=self.name, hparams=hparams)
-        confidence = scores.clamp_min(0) / scores.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-12)
-        history = {"mean_confidence": [float(confidence.max(1).values.mean())]}
+        positive = scores.clamp_min(0)  # confidence: the top score's share of the row's positive scores
+        confidence = positive.max(1).values / positive.sum(1).clamp_min(1e-12)
+        history = {"mean_confidence": [float(confidence.mean())]}
         return Fit(classifier, target_logits=scores, history=history)

@@ -34,7 +34,9 @@ equals the official product except where ŷ underflows to 0 in float32.
 Efficiency: no N×N matrix. W is a sparse k-NN graph (:func:`clipadapt.kernels.knn`: exact and blockwise
 on a GPU at any size and on the CPU up to ``exact_knn_max`` images, faiss's inverted-file index above on
 the CPU; ``knn_used`` in the result's hparams says which, with faiss's parameters), (W + Wᵀ)/(2k) is one
-CSR matrix, and the Gaussian terms are expanded so that no (N, C, D) tensor is formed.
+CSR matrix, and the Gaussian terms are expanded so that no (N, C, D) tensor is formed. The text term λ log ŷ
+joins them in the same matrix product (its per-image normaliser cancels in the softmax), so the zero-shot
+solver holds three (N, C) buffers, z and two it reuses, and the graph is built before any of them.
 """
 
 from __future__ import annotations
@@ -55,22 +57,43 @@ from clipadapt.methods.supervised import require_labelled
 GMM_TEMPERATURE = 50.0  # the official solver divides ℓ by 50 (and the shots' weight carries 50 · γ)
 
 
-def class_log_likelihood(
-    x: torch.Tensor, means: torch.Tensor, variance: torch.Tensor, scale: float = 1.0, out: torch.Tensor | None = None
+def fixed_part(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    variance: torch.Tensor,
+    scale: float = 1.0,
+    text_weights: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``scale`` × the class-dependent part of ℓ_ik = −½ Σ_d (x_id − μ_kd)²/σ²_d, i.e. x_i·(μ_k/σ²) − ½ Σ μ_k²/σ².
+    """``scale`` × ℓ_ik (+ λ log ŷ_ik), up to per-image constants, as one fused matrix product.
 
-    The rest, −½ Σ_d x_id²/σ²_d, is the same for every class and cancels in the z-update's softmax. One
-    fused matrix product, no (N, C, D) tensor.
+    ℓ_ik = −½ Σ_d (x_id − μ_kd)²/σ²_d = x_i·(μ_k/σ²) − ½ Σ μ_k²/σ² − ½ Σ_d x_id²/σ²_d, and
+    λ log ŷ_ik = x_i·(100λ t̂_k) − λ log Σ_j exp(100 x_i·t̂_j); the last term of each is the same for every
+    class and cancels in the z-update's softmax, so the rest is x (scale·μ/σ² + 100λ t̂)ᵀ + bias: no (N, C, D)
+    tensor, and no (N, C) buffer for the text term.
 
     Args:
-        x: (N, D); means: (C, D); variance: (D,); out: optional (N, C) buffer to write into.
+        x: (N, D); means: (C, D); variance: (D,); text_weights: optional (C, D) 100λ t̂;
+        out: optional (N, C) buffer to write into.
     Returns:
         (N, C).
     """
     scaled = means / variance  # (C, D)
     bias = -0.5 * (means * scaled).sum(1)  # (C,)
-    return torch.addmm(bias[None, :] * scale, x, scaled.T, alpha=scale, out=out)
+    weights = scaled.mul_(scale) if text_weights is None else scaled.mul_(scale).add_(text_weights)
+    return torch.addmm(bias[None, :] * scale, x, weights.T, out=out)
+
+
+def zeroshot_start(x: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The starting assignments ŷ = softmax(100 x t̂ᵀ) and the zero-shot predictions.
+
+    Args:
+        x: (N, D) unit features; text: (C, D) unit prototypes.
+    Returns:
+        (N, C) ŷ and (N,) argmax.
+    """
+    logits = torch.mm(x, text.T).mul_(100.0)
+    return torch.softmax(logits, dim=1), logits.argmax(1)
 
 
 def initial_means(x: torch.Tensor, z: torch.Tensor, top: int = 8) -> torch.Tensor:
@@ -92,6 +115,11 @@ def shot_means(shots: torch.Tensor, labels: torch.Tensor, num_classes: int) -> t
     return F.normalize(shots.new_zeros(num_classes, shots.shape[1]).index_add_(0, labels, shots), dim=1)
 
 
+def weighted_squares(weights: torch.Tensor, f: torch.Tensor, block: int = 65536) -> torch.Tensor:
+    """Σ_i w_i f_i² over row blocks, so that no (N, D) temporary is formed. (N,), (N, D) → (D,)."""
+    return sum(w @ (rows * rows) for w, rows in zip(weights.split(block), f.split(block), strict=True))
+
+
 def update_gaussians(
     x: torch.Tensor, z: torch.Tensor, shots: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +137,7 @@ def update_gaussians(
     parts = [(x, z)] if shots is None else [(x, z), shots]
     mass = sum(r.sum(0) for _, r in parts)  # (C,)
     weighted = sum(r.T @ f for f, r in parts)  # (C, D)
-    squares = sum(r.sum(1) @ (f * f) for f, r in parts)  # (D,) Σ_i (Σ_k r_ik) x_i²
+    squares = sum(weighted_squares(r.sum(1), f) for f, r in parts)  # (D,) Σ_i (Σ_k r_ik) x_i²
     total = sum(r.sum() for _, r in parts)
     means = F.normalize(weighted / mass.clamp_min(1e-12)[:, None], dim=1)
     # Σ_ik r_ik (x_i − μ_k)² = Σ_i (Σ_k r_ik) x_i² − 2 Σ_k μ_k ⊙ (rᵀx)_k + Σ_k mass_k μ_k²
@@ -174,7 +202,7 @@ def shot_graph_term(x: torch.Tensor, shots: torch.Tensor, labels: torch.Tensor, 
 @torch.no_grad()
 def solve(
     x: torch.Tensor,
-    prior: torch.Tensor,
+    text_weights: torch.Tensor,
     graph: torch.Tensor,
     z: torch.Tensor,
     means: torch.Tensor,
@@ -182,21 +210,25 @@ def solve(
     passes: int = 11,
     z_iterations: int = 5,
     gmm_weight: float = 1 / GMM_TEMPERATURE,
+    prior: torch.Tensor | None = None,
     shots: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """The official schedule: ``passes`` z-updates, with a μ/σ² update between consecutive ones.
 
     Args:
-        x: (N, D) unit features; prior: (N, C) the fixed part λ log ŷ (+ the shots' graph term);
-        graph: (N, N) CSR (W + Wᵀ)/(2k); z: (N, C) assignments (updated in place); means: (C, D);
-        variance: (D,); shots: optional ((S, D) features, (S, C) weighted one-hot responsibilities).
+        x: (N, D) unit features; text_weights: (C, D) 100λ t̂, the text term λ log ŷ as a linear map
+        (:func:`fixed_part`); graph: (N, N) CSR (W + Wᵀ)/(2k); z: (N, C) assignments (updated in place);
+        means: (C, D); variance: (D,); prior: optional (N, C) further fixed term (the shots' graph term);
+        shots: optional ((S, D) features, (S, C) weighted one-hot responsibilities).
     Returns:
         z, means, variance, and the (N,) argmax of z after every z-update.
     """
     fixed, scratch = torch.empty_like(z), torch.empty_like(z)  # reused (N, C) buffers
     predictions = []
     for step in range(passes):
-        class_log_likelihood(x, means, variance, gmm_weight, out=fixed).add_(prior)
+        fixed_part(x, means, variance, gmm_weight, text_weights, out=fixed)
+        if prior is not None:
+            fixed.add_(prior)
         update_assignments(fixed, graph, z, z_iterations, scratch)
         predictions.append(z.argmax(1))
         if step < passes - 1:
@@ -222,26 +254,24 @@ class TransCLIPZeroShot(Method):
     @torch.no_grad()
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         x, text = target.normalised()
-        log_zeroshot = torch.log_softmax(100.0 * x @ text.T, dim=1)  # (N, C)
-        z = log_zeroshot.exp()
-        graph = neighbour_graph(x, self.neighbours, self.exact_knn_max)
+        graph = neighbour_graph(x, self.neighbours, self.exact_knn_max)  # before the (N, C) buffers exist
+        z, zeroshot = zeroshot_start(x, text)
         means, variance = initial_means(x, z, self.init_top), x.new_full((x.shape[1],), 1.0 / x.shape[1])
         z, means, _, predictions = solve(
-            x, self.text_weight * log_zeroshot, graph, z, means, variance, self.passes, self.z_iterations,
+            x, 100.0 * self.text_weight * text, graph, z, means, variance, self.passes, self.z_iterations,
             self.gmm_weight,
         )  # fmt: skip
-        return self._fit(target, z, means, log_zeroshot, predictions)
+        return self._fit(target, z, means, zeroshot, predictions)
 
-    def _fit(self, target: FeatureSet, z: torch.Tensor, means: torch.Tensor, log_zeroshot: torch.Tensor,
+    def _fit(self, target: FeatureSet, z: torch.Tensor, means: torch.Tensor, zeroshot: torch.Tensor,
              predictions: list[torch.Tensor], extra: dict | None = None) -> Fit:  # fmt: skip
         # New images (inductive use): the class means as cosine prototypes.
         used = {"knn_used": knn_used(len(target), target.device, self.exact_knn_max)}
         classifier = Classifier(
             means, target.class_names, 100.0, method=self.name, hparams={**self.hparams(), **used, **(extra or {})}
         )
-        zeroshot = log_zeroshot.argmax(1)
         history = {"agreement_with_zeroshot": [float((p == zeroshot).float().mean()) for p in predictions]}
-        return Fit(classifier, target_logits=z.clamp_min(1e-30).log(), history=history)
+        return Fit(classifier, target_logits=z.clamp_min_(1e-30).log_(), history=history)  # z's buffer: log z
 
 
 @register_method
@@ -267,12 +297,9 @@ class TransCLIPFewShot(TransCLIPZeroShot):
         x, text = target.normalised()
         shots, labels = support.normalised()[0], support.labels  # one un-augmented view per shot
         num_classes = text.shape[0]
-        log_zeroshot = torch.log_softmax(100.0 * x @ text.T, dim=1)
-        z = log_zeroshot.exp()
         graph = neighbour_graph(x, self.neighbours, self.exact_knn_max)
-        prior = self.text_weight * log_zeroshot + shot_graph_term(
-            x, shots, labels, num_classes, self.neighbours, self.exact_knn_max
-        )
+        z, zeroshot = zeroshot_start(x, text)
+        prior = shot_graph_term(x, shots, labels, num_classes, self.neighbours, self.exact_knn_max)
         means, variance = shot_means(shots, labels, num_classes), x.new_full((x.shape[1],), 1.0 / x.shape[1])
         nearest_query = _search(x, 1, self.exact_knn_max, queries=validation.normalised()[0])[1][:, 0]
         one_hot = F.one_hot(labels, num_classes).float()
@@ -282,8 +309,8 @@ class TransCLIPFewShot(TransCLIPZeroShot):
             # the official weights: γ·50/|S| per shot against 1/|Q| per query; here both times |Q|
             weight = gamma * GMM_TEMPERATURE * x.shape[0] / shots.shape[0]
             z, means, variance, predictions = solve(
-                x, prior, graph, z, means, variance, self.passes, self.z_iterations, self.gmm_weight,
-                shots=(shots, weight * one_hot),
+                x, 100.0 * self.text_weight * text, graph, z, means, variance, self.passes, self.z_iterations,
+                self.gmm_weight, prior=prior, shots=(shots, weight * one_hot),
             )  # fmt: skip
             acc = float((z[nearest_query].argmax(1) == validation.labels).float().mean())
             validation_acc.append(acc)
@@ -291,6 +318,6 @@ class TransCLIPFewShot(TransCLIPZeroShot):
                 best = (gamma, acc, z.clone(), means.clone(), predictions)
         assert best is not None
         gamma, acc, z, means, predictions = best
-        fit = self._fit(target, z, means, log_zeroshot, predictions, {"gamma": gamma, "validation_acc1": acc})
+        fit = self._fit(target, z, means, zeroshot, predictions, {"gamma": gamma, "validation_acc1": acc})
         fit.history["validation_acc1_per_gamma"] = validation_acc
         return fit
