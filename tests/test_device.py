@@ -38,13 +38,12 @@ def test_a_cpu_tensor_in_a_device_computation_and_a_host_read_are_both_caught() 
 
 
 def test_inmap_official_solver_and_sinkhorn_stay_on_the_device_without_waiting() -> None:
-    from clipadapt.kernels import sinkhorn_balance
-    from clipadapt.methods.inmap import learn_vision_proxies
+    from clipadapt.methods.inmap import harden, learn_vision_proxies, pseudo_labels
 
     x, text = on_device(50, 8), on_device(4, 8)
-    labels = sinkhorn_balance(x @ text.T, 0.01, 20)
+    labels, hard = harden(pseudo_labels(x, text, 0.01, 20), 0.6)
     proxies, _ = learn_vision_proxies(x, text, labels, steps=30)
-    assert labels.device.type == proxies.device.type == DEVICE
+    assert labels.device.type == hard.device.type == proxies.device.type == DEVICE
 
 
 def test_graph_kernels_stay_on_the_device_without_waiting() -> None:
