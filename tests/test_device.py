@@ -132,20 +132,24 @@ def test_tf32_is_switched_for_the_block_and_restored() -> None:
     assert torch.backends.cuda.matmul.fp32_precision == before
 
 
-def test_seeded_randomness_repeats_draws_and_restores_the_generators() -> None:
+def test_seeded_randomness_repeats_draws_and_restores_the_generators(monkeypatch: pytest.MonkeyPatch) -> None:
     import random
 
     import numpy as np
 
+    reseeded = []  # the CUDA generators are not restored afterwards, so they must not be reseeded
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
+    reseeded.clear()
     with seeded_randomness(7):
         first = (random.random(), float(np.random.rand()), float(torch.rand(())))
     with seeded_randomness(7):
         second = (random.random(), float(np.random.rand()), float(torch.rand(())))
     assert first == second
     assert torch.equal(torch.rand(3), expected), "the surrounding stream is untouched"
+    assert reseeded == [], "the accelerators' generators were reseeded"
 
 
 def test_featureset_and_classifier_move_every_tensor() -> None:

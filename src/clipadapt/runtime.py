@@ -137,12 +137,14 @@ def hash_seed(*parts: int) -> int:
 @contextlib.contextmanager
 def seeded_randomness(seed: int) -> Iterator[None]:
     """Within the block, Python's, NumPy's and torch's CPU generators start from ``seed``; afterwards they
-    are as before. (A random transform run under it draws the same whatever process or order runs it.)"""
+    are as before. (A random transform run under it draws the same whatever process or order runs it.)
+    The accelerators' generators are left alone: ``torch.manual_seed`` would reseed them too, and
+    ``fork_rng(devices=[])`` would not restore them."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
         try:
             yield
         finally:
