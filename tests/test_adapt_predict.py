@@ -188,6 +188,7 @@ def test_an_interrupted_prediction_resumes_where_it_stopped(
     summary = predict_module.predict_csv(saved, [str(domains[1])], out, batch_size=4)
     assert summary.resumed == 10 and summary.images == reference.images == 24
     assert _rows(out) == _rows(tmp_path / "reference.csv")
+    assert b"\r" not in out.read_bytes(), "one line ending throughout, resumed or not"
     assert not list(tmp_path.glob("*.partial*"))
 
 
@@ -251,3 +252,33 @@ def test_a_classifier_adapted_on_a_feature_file_needs_a_named_backbone_of_its_di
     assert main([*argv, "--model", "toyclip"]) == 2
     assert "works on 16-dimensional features but toyclip produces 64-dimensional" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("out.csv*"))
+
+
+def test_predict_on_the_adaptation_images_gives_the_cards_classifier_metrics(domains, tmp_path: Path) -> None:
+    folder, out = tmp_path / "clf", tmp_path / "p.csv"
+    assert main(["adapt", "--dataset", str(domains[0]), "--model", "toyclip", "--method", "transclip", "--output",
+                 str(folder), "--quiet"]) == 0  # fmt: skip
+    card = json.loads((folder / "card.json").read_text())
+    assert main(["predict", "--classifier", str(folder), str(domains[0]), "--output", str(out), "--quiet"]) == 0
+    truth = {str((domains[0].parent / row["path"]).resolve()): row["label"] for row in _rows(domains[0])}
+    hits = [row["label_1"] == truth[row["path"]] for row in _rows(out)]
+    assert card["classifier_metrics"]["acc1"] == pytest.approx(sum(hits) / len(hits))
+    assert "transductive" in card["metrics_of"]
+
+
+def test_top_k_above_the_class_count_writes_no_empty_columns(saved: Path, domains, tmp_path: Path, caplog) -> None:
+    from clipadapt.predict import predict_csv
+
+    classes = len(json.loads((saved / "card.json").read_text())["classnames"])
+    predict_csv(saved, [str(domains[1])], tmp_path / "p.csv", top_k=classes + 5, batch_size=8)
+    rows = _rows(tmp_path / "p.csv")
+    assert f"label_{classes}" in rows[0] and f"label_{classes + 1}" not in rows[0]
+    assert all(row[f"label_{classes}"] for row in rows)
+
+
+def test_a_file_named_two_ways_is_one_file(domains, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clipadapt.predict import collect_images
+
+    image = sorted((domains[1].parent / "sketch").glob("*.png"))[0]
+    monkeypatch.chdir(image.parent)
+    assert collect_images([f"./{image.name}", str(image), image.name]) == [f"./{image.name}"]

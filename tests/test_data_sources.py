@@ -85,11 +85,90 @@ def test_csv_manifest_errors(tmp_path: Path) -> None:
         open_source(str(tmp_path / "missing.csv"))
 
 
-def test_folder_classnames_override_must_match(image_folder: Path, tmp_path: Path) -> None:
+def test_class_names_are_matched_to_folders_by_name_not_by_position(image_folder: Path, tmp_path: Path) -> None:
+    names = tmp_path / "reversed.txt"
+    names.write_text("red\ngreen\nblue\n")  # the folders sort as blue, green, red
+    source = open_source(str(image_folder), classnames_file=str(names))
+    assert source.classnames == ["red", "green", "blue"]
+    for path, label in zip(source.paths(), source.labels, strict=True):
+        assert Path(path).parent.name == source.classnames[label], path
+
+
+def test_a_folder_holding_a_few_of_the_listed_classes_keeps_their_names(
+    image_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    shutil.rmtree(image_folder / "blue")
+    (image_folder / "green").rename(image_folder / "Sea_Lake")
+    names = tmp_path / "names.txt"
+    names.write_text("airport\nred\nbeach\nsea lake\n")
+    with caplog.at_level("WARNING", logger="clipadapt"):
+        source = open_source(str(image_folder), classnames_file=str(names))
+    assert {source.classnames[i] for i in source.labels} == {"red", "sea lake"}, "'_' as a space, case ignored"
+    assert sum(source.classnames[i] == "red" for i in source.labels) == 6
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "2 of 4 class names have no image: 'airport', 'beach'" in warning
+
+
+def test_a_folder_without_a_matching_class_name_is_an_error_that_names_it(image_folder: Path, tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("red\ngreen\nviaduct\n")
+    with pytest.raises(ClipAdaptError, match=r"1 class folder without a matching class name: 'blue'"):
+        open_source(str(image_folder), classnames_file=str(names))
+
+
+def test_csv_labels_are_matched_by_name_with_the_folder_rules(image_folder: Path, tmp_path: Path) -> None:
+    manifest = image_folder / "m.csv"
+    manifest.write_text("path,label\nred/000.png,Red\nblue/000.png,dark_blue\ngreen/000.png,green\n")
+    names = tmp_path / "names.txt"
+    names.write_text("green\ndark blue\nred\n")
+    assert open_source(str(manifest), classnames_file=str(names)).labels.tolist() == [2, 1, 0]
+    names.write_text("green\nred\n")
+    with pytest.raises(ClipAdaptError, match=r"1 label without a matching class name: 'dark_blue'"):
+        open_source(str(manifest), classnames_file=str(names))
+    names.write_text("red\nRED\ngreen\ndark blue\n")
+    manifest.write_text("path,label\nred/000.png,red\nblue/000.png,Red\n")
+    with pytest.raises(ClipAdaptError, match=r"'Red' matches 'red', 'RED'"):
+        open_source(str(manifest), classnames_file=str(names))
+
+
+def test_one_class_is_an_error_and_images_beside_the_class_folders_a_warning(
+    image_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    for name in ("green", "blue"):
+        shutil.rmtree(image_folder / name)
+    with pytest.raises(ClipAdaptError, match=r"one class \('red'\).*at least two.*--classnames"):
+        open_source(str(image_folder))
+    names = tmp_path / "names.txt"
+    names.write_text("red\ngreen\n")
+    assert len(open_source(str(image_folder), classnames_file=str(names))) == 6, "one class of a listed two is fine"
+    (image_folder / "stray.png").write_bytes((image_folder / "red" / "000.png").read_bytes())
+    (image_folder / "empty_class").mkdir()
+    with caplog.at_level("WARNING", logger="clipadapt"):
+        source = open_source(str(image_folder), classnames_file=str(names))
+    assert len(source) == 6
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "left out 1 image lying beside the class folders (first: stray.png)" in messages
+    assert "left out 1 class folder with no image: 'empty_class'" in messages
+
+
+def test_a_repeated_class_name_is_named(image_folder: Path, tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("red\ngreen\nblue\ngreen\n")
+    with pytest.raises(ClipAdaptError, match=r"repeats 'green'"):
+        open_source(str(image_folder), classnames_file=str(names))
+
+
+def test_folder_classnames_with_index_labels_must_cover_them(image_folder: Path, tmp_path: Path) -> None:
+    manifest = image_folder / "m.csv"
+    manifest.write_text("path,label\nred/000.png,2\nblue/000.png,0\n")
     names = tmp_path / "names.txt"
     names.write_text("one\ntwo\n")
     with pytest.raises(ClipAdaptError, match=r"labels 0..2 but 2 class names"):
-        open_source(str(image_folder), classnames_file=str(names))
+        open_source(str(manifest), classnames_file=str(names))
 
 
 def test_torchvision_dataset_by_name_uses_bundled_classnames(tmp_path: Path) -> None:

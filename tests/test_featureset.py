@@ -37,7 +37,7 @@ def test_labels_are_optional(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda a: a.pop("text_features"), "lacks required key"),
+        (lambda a: a.pop("text_features"), "not a clipadapt feature file: it lacks text_features"),
         (lambda a: a.__setitem__("image_features", a["image_features"][:, :5]), "dimension 5"),
         (lambda a: a.__setitem__("image_features", a["image_features"][0]), "must be \\(N, D\\)"),
         (lambda a: a["image_features"].__setitem__((3, 2), np.nan), "NaN"),
@@ -58,7 +58,7 @@ def test_invalid_feature_files_are_clear_errors(tmp_path: Path, change, message:
 
 def test_not_a_feature_file(tmp_path: Path) -> None:
     (tmp_path / "x.npz").write_text("hello")
-    with pytest.raises(ClipAdaptError, match="cannot read feature file"):
+    with pytest.raises(ClipAdaptError, match=r"is not a clipadapt feature file: not an \.npz archive"):
         load_feature_file(tmp_path / "x.npz")
     with pytest.raises(ClipAdaptError, match="does not exist"):
         load_feature_file(tmp_path / "nope.npz")

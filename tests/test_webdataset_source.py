@@ -85,3 +85,20 @@ def test_broken_shards_are_clear_errors(image_folder: Path, tmp_path: Path) -> N
         sink.write({"__key__": "b", "png": buffer.getvalue()})
     with pytest.raises(ClipAdaptError, match="label all or none"):
         open_source(str(tmp_path / "half.tar"))
+
+
+def test_cls_members_holding_class_names_are_matched_by_name(image_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "named"
+    folder.mkdir()
+    files = sorted(image_folder.rglob("*.png"))
+    with wds.TarWriter(str(folder / "data.tar")) as sink:
+        for path in files:
+            sink.write({"__key__": f"{path.parent.name}_{path.stem}", "png": path.read_bytes(),
+                        "cls": path.parent.name.upper().encode()})  # fmt: skip
+    names = tmp_path / "names.txt"
+    names.write_text("red\ngreen\nblue\n")
+    source = open_source(str(folder / "data.tar"), classnames_file=str(names))
+    assert [source.classnames[i] for i in source.labels] == [p.parent.name for p in files]
+    names.write_text("red\ngreen\n")
+    with pytest.raises(ClipAdaptError, match=r"1 label without a matching class name: 'BLUE'"):
+        open_source(str(folder / "data.tar"), classnames_file=str(names))

@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from clipadapt.features.featureset import FeatureSet
 from clipadapt.io import atomic_path, write_json
 from clipadapt.methods.base import Classifier
 
-TENSORS, CARD = "classifier.safetensors", "card.json"
+TENSORS, CARD, RESULT = "classifier.safetensors", "card.json", "result.json"
 log = logging.getLogger("clipadapt")
 
 
@@ -88,8 +89,20 @@ def load_classifier(folder: str | os.PathLike, backbone: Backbone | None = None)
 # -- what the card says about an adaptation --------------------------------------------------------------
 
 
-def adaptation_card(features: FeatureSet, record: dict[str, Any]) -> dict[str, Any]:
-    """Card metadata for a classifier fitted on ``features`` by the run ``record`` (a result record)."""
+METRICS_OF = {
+    "transductive": "the method's transductive predictions on the adaptation images (what eval reports)",
+    "classifier": "the saved classifier applied to the adaptation images (what predict gives on them)",
+}
+
+
+def adaptation_card(features: FeatureSet, record: dict[str, Any], report: str | None = None) -> dict[str, Any]:
+    """Card metadata for a classifier fitted on ``features`` by the run ``record`` (a result record).
+
+    ``metrics`` are the record's, and ``metrics_of`` says what they measure: for a transductive method,
+    its own predictions on the images it adapted on, which ``predict`` does not reproduce (it applies the
+    saved classifier); ``classifier_metrics`` then holds what the saved classifier gives on those images.
+    ``report`` is where the run's report was written, if anywhere.
+    """
     if features.encoder is not None:
         backbone = features.encoder.backbone.identity()
         data_fingerprint = features.encoder.source.fingerprint()
@@ -102,7 +115,7 @@ def adaptation_card(features: FeatureSet, record: dict[str, Any]) -> dict[str, A
         prompts = {"descriptions": dict(zip(features.class_names, features.encoder.sentences, strict=True))}
     else:
         prompts = {}
-    return {
+    card = {
         "clipadapt_version": __version__,
         "backbone": backbone,
         "classnames": features.class_names,
@@ -114,8 +127,29 @@ def adaptation_card(features: FeatureSet, record: dict[str, Any]) -> dict[str, A
         "shots": record["shots"],
         "data": {"dataset": features.dataset, "images": len(features), "fingerprint": data_fingerprint},
         "metrics": record["metrics"],
+        "metrics_of": METRICS_OF["transductive" if "classifier_metrics" in record else "classifier"],
         "runtime": record["runtime"],  # device and precision policy: predict applies the same policy
+        "report": None if report is None else str(Path(report).resolve()),
     }
+    if "classifier_metrics" in record:
+        card |= {"classifier_metrics": record["classifier_metrics"], "classifier_metrics_of": METRICS_OF["classifier"]}
+    return card
+
+
+def remove_classifier(folder: str | os.PathLike) -> None:
+    """Delete what :func:`save_classifier` and ``clipadapt adapt`` wrote in ``folder``: the card (first, so
+    that the folder never looks complete while half removed), the tensors, ``result.json``, and the report
+    the card names when it lies inside the folder (with its figures)."""
+    folder = Path(folder)
+    if not (folder / CARD).is_file():
+        return
+    report = read_card(folder).get("report")
+    (folder / CARD).unlink()
+    for name in (TENSORS, RESULT):
+        (folder / name).unlink(missing_ok=True)
+    if report and Path(report).resolve().is_relative_to(folder.resolve()):
+        Path(report).unlink(missing_ok=True)
+        shutil.rmtree(Path(report).with_name(f"{Path(report).stem}_figures"), ignore_errors=True)
 
 
 def describe_backbone(identity: dict[str, Any]) -> str:

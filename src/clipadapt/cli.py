@@ -9,10 +9,12 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from clipadapt import __version__, distributed
-from clipadapt.errors import ClipAdaptError
+from clipadapt.errors import ClipAdaptError, plural
+from clipadapt.paths import PLACEHOLDERS
 
 log = logging.getLogger("clipadapt")
 
@@ -85,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--shots", nargs="+", type=int, default=None, help="K-shot protocol: K labelled images per class")
     ev.add_argument("--seed", nargs="+", type=int, default=None, help="default: 0, or 1 2 3 with --shots")
     ev.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
-    ev.add_argument("--output", default=None, help="result JSON path; may use {dataset} {model} {pretrained} {method}")
-    ev.add_argument("--skip_existing", action="store_true", help="skip runs whose output file exists")
+    ev.add_argument("--output", default=None, help="result JSON path; may use "
+                    + " ".join("{" + p + "}" for p in PLACEHOLDERS))  # fmt: skip
+    ev.add_argument("--skip_existing", action="store_true",
+                    help="keep the runs whose output file exists (the report reads them back)")  # fmt: skip
+    ev.add_argument("--overwrite", action="store_true", help="replace existing output files and report")
     ev.add_argument("--report", default=None, metavar="HTML", help="also write an HTML report (zero-shot added)")
     _add_data_args(ev)
     _add_common(ev)
@@ -98,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     ad.add_argument("--output", required=True, metavar="DIR", help="classifier folder to write")
-    ad.add_argument("--overwrite", action="store_true", help="replace a classifier already in DIR")
+    ad.add_argument("--overwrite", action="store_true", help="replace a classifier (and report) already in DIR")
     ad.add_argument("--report", default=None, metavar="HTML", help="also write an HTML report (vs zero-shot)")
     _add_data_args(ad)
     _add_common(ad)
@@ -120,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("extract", help="extract image and text features into a feature file")
     _add_data_args(ex)
     ex.add_argument("--output", required=True, help="feature file to write (.npz)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing feature file")
     _add_common(ex)
 
     dm = sub.add_parser("demo", help="run every method on the offline world's shifted domains (no network)")
@@ -143,11 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=["methods", "datasets", "models"])
     _add_common(ls)
 
-    bd = sub.add_parser("build", help="merge result JSONs into one table (CSV, or Markdown for .md)")
+    bd = sub.add_parser("build", help="merge result JSONs into one table (CSV, Markdown or JSON)")
     bd.add_argument("results", nargs="+", help="result JSON files")
-    bd.add_argument("--output", default=None, help="table file (.csv or .md); default: Markdown on stdout")
-    bd.add_argument("--pivot", action="store_true", help="Markdown, one column per method: top-1 %% (seconds)")
-    _add_common(bd, summary=False)
+    bd.add_argument("--output", default=None, help="table file (.csv, .md or .json); default: Markdown on stdout")
+    bd.add_argument("--pivot", action="store_true",
+                    help="one column per method: top-1 %% (seconds), seeds averaged; Markdown")  # fmt: skip
+    bd.add_argument("--overwrite", action="store_true", help="replace an existing table file")
+    _add_common(bd)
     return parser
 
 
@@ -216,7 +224,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     methods = [get_method(m) for m in names]  # unknown names fail before any work
     hparams = route_hparams(names, args.hparam)
     seeds = args.seed or ([1, 2, 3] if args.shots else [0])
-    report = _report(args.report, "clipadapt eval")
+    report = _report(args.report, "clipadapt eval", args.overwrite or args.skip_existing)
     records, planned_paths = [], set()
     for dataset, model, pretrained, load in _feature_sets(args):
         runs = []
@@ -228,9 +236,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 if out in planned_paths:
                     raise ClipAdaptError(f"several runs would write {str(out)!r}; add placeholders to --output")
                 planned_paths.add(out)
-                if args.skip_existing and out.exists():
-                    log.info("skipping %s: %s exists", cls.name, out)
-                    continue
+                if out.exists() and args.skip_existing:
+                    if report is None or _read_back(out, report):
+                        log.info("skipping %s: %s exists", cls.name, out)
+                        continue
+                    log.info("re-running %s for the report: %s has no %s beside it", cls.name, out, view_path(out).name)
+                elif out.exists() and not args.overwrite:
+                    raise ClipAdaptError(
+                        f"{str(out)!r} exists; pass --overwrite to replace it or --skip_existing to keep it"
+                    )
             runs.append((cls.name, shots, seed, out))
         if not runs:
             continue
@@ -245,22 +259,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if out is not None:
                 write_json(out, record)
             if report is not None:
-                report.add(record, prediction)
+                report.add(record, prediction, keep=None if out is None else view_path(out))
             records.append(record)
     _print_summary(records, args.json)
     if report is not None:
-        log.info("wrote the report %s", report.write(args.report))
+        if report.runs:
+            log.info("wrote the report %s", report.write(args.report))
+        else:
+            log.warning("no run ran and none could be read back: the report %s is left as it was", args.report)
     return 0
 
 
-def _report(path: str | None, title: str) -> Any:
+def view_path(result: Path) -> Path:
+    """Where ``eval --report`` keeps what the report shows of the run whose result JSON is ``result``."""
+    return result.with_name(result.stem + ".report.npz")
+
+
+def _read_back(out: Path, report: Any) -> bool:
+    """Add the finished run of ``out`` (its result JSON and the view kept beside it) to ``report``."""
+    from clipadapt.report import load_view
+
+    if not view_path(out).is_file():
+        return False
+    try:
+        record = json.loads(out.read_text(encoding="utf-8"))
+        classnames, view = load_view(view_path(out), record)
+    except (OSError, ValueError, KeyError) as exc:
+        log.info("cannot read back %s (%s)", out, exc)
+        return False
+    report.add_view(record, classnames, view)
+    return True
+
+
+def _report(path: str | None, title: str, replace: bool) -> Any:
+    """An empty report to fill, checked before any work: an HTML path, new unless ``replace``."""
     if path is None:
         return None
     if not path.endswith((".html", ".htm")):
         raise ClipAdaptError(f"--report {path!r}: the report is an HTML file (end it in .html)")
+    refuse_existing(path, replace, "--report")
     from clipadapt.report import Report
 
     return Report(title)
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool, option: str = "--output") -> None:
+    """The one overwrite rule of every command: an existing output is replaced only with ``--overwrite``."""
+    if os.path.exists(path) and not overwrite:
+        raise ClipAdaptError(f"{option} {str(path)!r} exists; pass --overwrite to replace it")
 
 
 def _print_summary(records: list[dict[str, Any]], as_json: bool = False) -> None:
@@ -277,10 +323,8 @@ def _print_summary(records: list[dict[str, Any]], as_json: bool = False) -> None
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from clipadapt.artifact import CARD, adaptation_card, save_classifier
-    from clipadapt.evaluation import evaluate
+    from clipadapt.artifact import CARD, RESULT, adaptation_card, remove_classifier, save_classifier
+    from clipadapt.evaluation import classifier_metrics, evaluate
     from clipadapt.io import write_json
     from clipadapt.methods import get_method, route_hparams
 
@@ -291,15 +335,19 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         raise ClipAdaptError(f"{args.output!r} already holds a classifier; pass --overwrite to replace it")
     if len(args.features) + len(args.dataset) != 1 or len(args.model) > 1:
         raise ClipAdaptError("adapt takes one data source (--dataset or --features) and at most one --model")
-    report = _report(args.report, f"clipadapt adapt: {args.method}")
+    report = _report(args.report, f"clipadapt adapt: {args.method}", args.overwrite)
     [(_, _, _, load)] = list(_feature_sets(args))
     features = load()  # under torchrun every rank extracts its share; rank 0 alone adapts
     if not distributed.ranks().main:
         return 0
     where = {"device": args.device, "precision": args.precision}
     record, prediction = evaluate(features, args.method, seed=args.seed, hparams=hparams, shots=args.shots, **where)
-    save_classifier(prediction.classifier, folder, adaptation_card(features, record))
-    write_json(folder / "result.json", record)
+    own = classifier_metrics(prediction)
+    if own is not None:
+        record["classifier_metrics"] = own  # what predict gives on these images
+    remove_classifier(folder)  # with --overwrite: nothing of the old classifier (its report included) stays
+    save_classifier(prediction.classifier, folder, adaptation_card(features, record, args.report))
+    write_json(folder / RESULT, record)
     if report is not None:
         if args.method != "zeroshot":
             report.add(*evaluate(features, "zeroshot", seed=args.seed, shots=args.shots, **where))
@@ -309,6 +357,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print(json.dumps({"classifier": str(folder), "result": record}, indent=2))
     else:
         _print_summary([record])
+        if own is not None and "acc1" in own:
+            log.info("top-1 of the transductive predictions above: %.4f; of the saved classifier on the same "
+                     "images (what predict gives): %.4f", record["metrics"]["acc1"], own["acc1"])  # fmt: skip
         print(f"saved the classifier to {folder}/ (apply it: clipadapt predict --classifier {folder} IMAGES...)")
     return 0
 
@@ -333,7 +384,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         unreadable = f", {summary.unreadable} unreadable (listed with the reason)" if summary.unreadable else ""
         resumed = f", {summary.resumed} taken over from the interrupted run" if summary.resumed else ""
-        print(f"wrote {summary.output}: {summary.images} images{unreadable}{resumed}")
+        print(f"wrote {summary.output}: {plural(summary.images, 'image')}{unreadable}{resumed}")
     return 0
 
 
@@ -350,6 +401,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         raise ClipAdaptError("extract needs exactly one --model")
     if not args.output.endswith(".npz"):
         raise ClipAdaptError("the feature file must end in .npz")
+    refuse_existing(args.output, args.overwrite)
     [(_, _, _, load)] = list(_feature_sets(args))
     features = load()  # under torchrun every rank extracts its share; rank 0 writes the file
     if not distributed.ranks().main:
@@ -359,7 +411,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(json.dumps({"output": args.output, "images": len(features), "classes": features.num_classes,
                           "dim": features.dim}))  # fmt: skip
     else:
-        print(f"wrote {args.output}: {len(features)} images, {features.num_classes} classes, dimension {features.dim}")
+        print(f"wrote {args.output}: {plural(len(features), 'image')}, {plural(features.num_classes, 'class')}, "
+              f"dimension {features.dim}")  # fmt: skip
     return 0
 
 
@@ -413,19 +466,30 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from clipadapt.evaluation import read_results, render_markdown, render_pivot, write_table
+    from clipadapt.evaluation.results import TABLE_FORMATS
     from clipadapt.io import atomic_open
 
+    if args.output:
+        if not args.output.endswith(TABLE_FORMATS) or (args.pivot and not args.output.endswith(".md")):
+            formats = ".md" if args.pivot else ", ".join(TABLE_FORMATS)
+            raise ClipAdaptError(f"--output {args.output!r}: {'the pivot table' if args.pivot else 'a table'} "
+                                 f"is written as {formats}")  # fmt: skip
+        refuse_existing(args.output, args.overwrite)
     rows = read_results(args.results)
+    if args.json:
+        print(json.dumps(rows, indent=2))
     if args.pivot:
         text = render_pivot(rows)
         if args.output:
             with atomic_open(args.output) as fh:
                 fh.write(text)
-        print(text, end="")
+        if not args.json:
+            print(text, end="")
     elif args.output:
         write_table(rows, args.output)
-        print(f"wrote {args.output}: {len(rows)} rows")
-    else:
+        if not args.json:
+            print(f"wrote {args.output}: {plural(len(rows), 'row')}")
+    elif not args.json:
         print(render_markdown(rows), end="")
     return 0
 

@@ -26,3 +26,10 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ClipAdaptError
     else:
         listing = f" (known: {', '.join(choices[:12])}, …)"
     return ClipAdaptError(f"unknown {kind} {name!r}{hint}{'' if close else listing}")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``, ``1 class``, ``3 classes`` (regular English plurals only)."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's'}"

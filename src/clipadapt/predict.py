@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from clipadapt.artifact import CARD, backbone_from_card, check_backbone, load_classifier, read_card
 from clipadapt.backbones.base import Backbone
 from clipadapt.data.sources import FileListSource, is_image_file, manifest_files, read_manifest
-from clipadapt.errors import ClipAdaptError
+from clipadapt.errors import ClipAdaptError, plural
 from clipadapt.features.store import ImageDataset, collate_images, default_num_workers
 from clipadapt.methods.base import Classifier
 from clipadapt.progress import progress
@@ -42,7 +42,8 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
     """Files, folders (every image below, sorted), globs and CSV manifests → image paths, first-seen order.
 
     A named file or folder that does not exist, or a glob that matches nothing, is an error; a CSV row
-    whose file is missing stays in the list (and is reported as unreadable).
+    whose file is missing stays in the list (and is reported as unreadable). A file reached twice (``./x``
+    and ``/abs/x``, a link and its target) is listed once, as first spelt.
     """
     paths: list[str] = []
     for item in inputs:
@@ -60,7 +61,10 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
             paths.append(item)
         else:
             raise ClipAdaptError(f"{item!r}: no such file or folder")
-    unique = list(dict.fromkeys(paths))
+    first: dict[str, str] = {}  # one row per file, as first spelt
+    for path in paths:
+        first.setdefault(os.path.realpath(path), path)
+    unique = list(first.values())
     if not unique:
         raise ClipAdaptError(f"no images found in {', '.join(map(repr, inputs))}")
     return unique
@@ -84,9 +88,10 @@ def predict_images(
     batch_size: int = 64,
     num_workers: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One row per path, in order (see :func:`columns`); probabilities are floats, missing values ''."""
+    """One row per path, in order (see :func:`columns`; at most one label per class); probabilities are
+    floats, missing values ''."""
     classes = classifier.classnames
-    k = min(top_k, len(classes))
+    top_k = min(top_k, len(classes))  # no empty columns
     workers = default_num_workers() if num_workers is None else num_workers
     loader = DataLoader(
         ImageDataset(FileListSource("predict", paths, None, None), backbone.preprocess),
@@ -100,7 +105,7 @@ def predict_images(
         if pixels is not None:
             with float32_matmuls(backbone.device, backbone.precision):  # TF32 as the adaptation had it
                 probabilities = classifier.pixel_logits(backbone, pixels).float().softmax(dim=-1)
-            top = probabilities.topk(k, dim=-1)
+            top = probabilities.topk(top_k, dim=-1)
             for i, p, c in zip(indices, top.values.tolist(), top.indices.tolist(), strict=True):
                 rows[i] = _row(paths[i], [classes[j] for j in c], p, top_k, "")
         yield from (rows[i] for i in sorted(rows))
@@ -201,6 +206,10 @@ def predict_csv(
     if top_k < 1:
         raise ClipAdaptError("--top_k must be at least 1")
     classifier, backbone = open_classifier(folder, backbone, device, precision, cache_dir)
+    if top_k > len(classifier.classnames):
+        log.info("--top_k %d is more than the %s: writing %d labels per image", top_k,
+                 plural(len(classifier.classnames), "class"), len(classifier.classnames))  # fmt: skip
+        top_k = len(classifier.classnames)
     paths = collect_images(images)  # every check above runs before any file is written
     partial, stamp = output.with_name(output.name + ".partial"), output.with_name(output.name + ".partial.json")
     identity = {"classifier": _digest([(Path(folder) / CARD).read_text()]), "top_k": top_k,
@@ -211,7 +220,7 @@ def predict_csv(
         stamp.write_text(json.dumps(identity))
     unreadable = sum(1 for row in done.values() if row["error"])
     with open(partial, "a" if done else "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns(top_k))
+        writer = csv.DictWriter(fh, fieldnames=columns(top_k), lineterminator="\n")  # as a resumed file is cut
         if not done:
             writer.writeheader()
         todo = [p for p in paths if p not in done]

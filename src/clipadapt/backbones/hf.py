@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from clipadapt.backbones import hub
 from clipadapt.backbones.base import Backbone, Tower, path_fingerprint
 from clipadapt.errors import ClipAdaptError
 
@@ -39,14 +41,25 @@ class HFClipBackbone(Backbone):
     def __init__(self, repo: str, device: torch.device, precision: str = "auto", cache_dir: str | None = None) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+        if repo.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(repo)):
+            raise ClipAdaptError(f"could not load transformers model {repo!r}: no such folder")
+        guard = contextlib.nullcontext()
+        if not os.path.isdir(repo) and not hub.can_download(hub.hub_url()):
+            if not hub.hf_cached(repo, ("config.json",), cache_dir):
+                raise hub.not_available(
+                    f"transformers {repo!r}", "download them once where the network is reachable, or pass a local "
+                    "folder saved with save_pretrained: --model hf:/path/to/folder",
+                )  # fmt: skip
+            guard = hub.hub_offline()
         try:
-            model = AutoModel.from_pretrained(repo, cache_dir=cache_dir)
-            processor = AutoImageProcessor.from_pretrained(repo, cache_dir=cache_dir)
-            tokenizer = AutoTokenizer.from_pretrained(repo, cache_dir=cache_dir)
+            with guard, hub.quiet_loaders():
+                model = AutoModel.from_pretrained(repo, cache_dir=cache_dir)
+                processor = AutoImageProcessor.from_pretrained(repo, cache_dir=cache_dir)
+                tokenizer = AutoTokenizer.from_pretrained(repo, cache_dir=cache_dir)
         except (OSError, ValueError) as exc:
             raise ClipAdaptError(
                 f"could not load transformers model {repo!r}: {str(exc).splitlines()[0]} "
-                "(no network here? pass a local folder saved with save_pretrained)"
+                "(pass a local folder saved with save_pretrained)"
             ) from None
         if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
             raise ClipAdaptError(f"{repo!r} is a {type(model).__name__}, not a CLIP-style dual encoder")

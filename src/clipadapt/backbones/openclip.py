@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clipadapt.backbones import hub
 from clipadapt.backbones.base import Backbone, Tower, path_fingerprint
 from clipadapt.errors import ClipAdaptError, unknown_name
 
@@ -67,6 +69,45 @@ def resolve_weights(arch: str, pretrained: str | None) -> tuple[str | None, str,
     return pretrained, pretrained, quick_gelu_needed(arch, pretrained)
 
 
+HF_WEIGHTS = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors")
+
+
+def weights_source(arch: str, weights: str | None, cache_dir: str | None) -> tuple[bool, str] | None:
+    """(cached?, where they would download from) for weights open_clip fetches; None for local or random
+    weights. Mirrors open_clip's ``download_pretrained``: the hub copy when the tag has one, else the URL."""
+    import open_clip
+
+    if arch.startswith("hf-hub:"):
+        repo = arch.removeprefix("hf-hub:")
+        return hub.hf_cached(repo, HF_WEIGHTS, cache_dir), hub.hub_url()
+    if weights is None or os.path.exists(weights) or arch.startswith(SCHEMAS):
+        return None
+    cfg = open_clip.get_pretrained_cfg(arch, weights)
+    if "file" in cfg or not (cfg.get("hf_hub") or cfg.get("url")):
+        return None
+    if cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = (filename, filename.rsplit(".", 1)[0] + ".safetensors") if filename else HF_WEIGHTS
+        return hub.hf_cached(repo, names, cache_dir), hub.hub_url()
+    url = cfg.get("url", "")
+    return os.path.isfile(os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url))), url
+
+
+def download_guard(arch: str, weights: str | None, cache_dir: str | None) -> contextlib.AbstractContextManager:
+    """How to load: as usual, or offline from the cache when the network is out; raises at once when the
+    weights are neither cached nor downloadable (:mod:`clipadapt.backbones.hub`)."""
+    source = weights_source(arch, weights, cache_dir)
+    if source is None or hub.can_download(source[1]):
+        return contextlib.nullcontext()
+    if source[0]:
+        return hub.hub_offline()
+    raise hub.not_available(
+        f"open_clip {arch!r}" + (f" (pretrained {weights!r})" if weights else ""),
+        "download them once where the network is reachable (open_clip caches them under --model_cache_dir, "
+        "by default ~/.cache/huggingface), or pass the checkpoint file: --pretrained /path/to/weights.bin",
+    )
+
+
 class OpenClipBackbone(Backbone):
     library = "open_clip"
 
@@ -82,9 +123,10 @@ class OpenClipBackbone(Backbone):
 
         register_bundled_configs()
         weights, label, force_quick_gelu = resolve_weights(arch, pretrained)
+        guard = download_guard(arch, weights, cache_dir)
         try:
             # Random weights are drawn from a fixed seed so that "random" names one model (and one cache key).
-            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            with guard, hub.quiet_loaders(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
                 torch.manual_seed(RANDOM_INIT_SEED)
                 warnings.filterwarnings("ignore", message=".*QuickGELU mismatch.*")
                 model, _, preprocess = open_clip.create_model_and_transforms(
@@ -93,7 +135,7 @@ class OpenClipBackbone(Backbone):
         except (OSError, RuntimeError, ValueError) as exc:
             raise ClipAdaptError(
                 f"could not load open_clip {arch!r} with pretrained {pretrained!r}: {str(exc).splitlines()[0]} "
-                "(no network here? pass a local checkpoint path to --pretrained)"
+                "(pass a local checkpoint path to --pretrained)"
             ) from None
         super().__init__(arch, label, device, precision)
         self.model = model.eval()

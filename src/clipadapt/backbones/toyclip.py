@@ -25,8 +25,10 @@ class ToyClipBackbone(Backbone):
 
         folder = Path(weights) if weights else BUNDLED
         if not (folder / "toyclip.safetensors").is_file():
+            what = "ToyCLIP has no random weights" if weights == "random" else f"no ToyCLIP weights in {weights!r}"
             raise ClipAdaptError(
-                f"no ToyCLIP weights in {str(folder)!r} (train them: python -m clipadapt.toyclip.train)"
+                f"{what}: leave out --pretrained to use the bundled weights, or give --pretrained the folder of "
+                "other trained ToyCLIP weights (toyclip.safetensors)"
             )
         super().__init__(NAME, "bundled" if folder == BUNDLED else str(folder), device, precision)
         self.folder = folder

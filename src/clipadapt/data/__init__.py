@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipadapt.data.classes import warn_absent_classes
 from clipadapt.data.prompts import (
     DEFAULT_TEMPLATES,
     Prompts,
@@ -38,7 +39,10 @@ def open_source(
     """Resolve ``spec`` (a folder, a CSV manifest, WebDataset tar shards, ``hf:<name>``, or a torchvision name) to
     a checked source.
 
-    ``classnames_file`` overrides the source's class names; its length must match the labels.
+    ``classnames_file`` gives the class names. Folders, CSV manifests with named labels and shards whose
+    ``cls`` members hold names are matched to them by name (:mod:`clipadapt.data.classes`); index labels
+    (torchvision, integer CSV labels or ``cls`` indices) take them in order, and their count must cover
+    the labels.
     """
     override = read_classnames(classnames_file) if classnames_file else None
     path = Path(spec)
@@ -49,7 +53,7 @@ def open_source(
     elif is_shard_spec(spec):
         source = WebDatasetSource(spec, override)
     elif path.is_dir():
-        source = folder_source(path)
+        source = folder_source(path, override)
     elif path.suffix.lower() == ".csv":
         if not path.is_file():
             raise ClipAdaptError(f"CSV manifest {spec!r} does not exist")
@@ -72,19 +76,26 @@ def open_source(
 
 
 def check_source(source: ImageSource) -> None:
-    """Class names must exist and cover every label."""
+    """Class names must exist, be at least two, and cover every label; names that no labelled image has
+    are listed in one warning."""
+    where = f"dataset {source.name!r}"
     if len(source) == 0:
-        raise ClipAdaptError(f"dataset {source.name!r} has no images")
+        raise ClipAdaptError(f"{where} has no images")
     if source.classnames is None:
-        raise ClipAdaptError(f"dataset {source.name!r} has no class names: pass --classnames FILE")
+        raise ClipAdaptError(f"{where} has no class names: pass --classnames FILE")
+    if len(source.classnames) < 2:
+        raise ClipAdaptError(
+            f"{where} has one class ({source.classnames[0]!r}): classification needs at least two, and an "
+            "accuracy over one class means nothing; pass every candidate class with --classnames FILE"
+        )
     if source.labels is not None and len(source.labels):
         n_classes = len(source.classnames)
         lo, hi = int(np.min(source.labels)), int(np.max(source.labels))
         if lo < 0 or hi >= n_classes:
             raise ClipAdaptError(
-                f"dataset {source.name!r} has labels {lo}..{hi} but {n_classes} class names; "
-                "the class-name count must match the labels"
+                f"{where} has labels {lo}..{hi} but {n_classes} class names; the class-name count must match the labels"
             )
+        warn_absent_classes(source.labels, source.classnames, where)
 
 
 def default_prompts(spec: str, templates_file: str | None = None) -> Prompts:

@@ -7,6 +7,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from clipadapt.data.classes import check_unique
 from clipadapt.errors import ClipAdaptError
 
 # Prompts are either templates (a list of strings with "{c}") or class descriptions
@@ -51,8 +52,7 @@ def read_classnames(path: str | Path) -> list[str]:
     names = _read_list_or_json(path, "class-names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ClipAdaptError(f"class-names file {str(path)!r} must hold a non-empty list of names")
-    if len(set(names)) != len(names):
-        raise ClipAdaptError(f"class-names file {str(path)!r} repeats a name")
+    check_unique(names, f"class-names file {str(path)!r}")
     return names
 
 

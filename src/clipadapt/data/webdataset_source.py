@@ -3,9 +3,9 @@
 Shard names are expanded as WebDataset expands them (braces, ``::`` between lists). Inside a shard, the
 members of one sample share a key (WebDataset's ``base_plus_ext``: ``000123.jpg`` and ``000123.cls`` are
 sample ``000123``): an image member (jpg, jpeg, png, webp, …) and, optionally, a class member ``cls``
-holding the class index. Class names come from ``--classnames``, else from ``classnames.txt`` beside the
-shards or one folder up (CLIP_benchmark's WebDataset layout, whose ``zeroshot_classification_templates.txt``
-also gives the default prompts).
+holding the class index, or the class name (matched to the class names by name). Class names come from
+``--classnames``, else from ``classnames.txt`` beside the shards or one folder up (CLIP_benchmark's
+WebDataset layout, whose ``zeroshot_classification_templates.txt`` also gives the default prompts).
 
 Opening the source reads every shard's headers once (tarfile seeks over the member data) and records where
 each sample's image lies, so the source is indexed like a folder: the feature store splits it into chunks
@@ -27,6 +27,7 @@ from PIL import Image
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
+from clipadapt.data.classes import match_labels
 from clipadapt.data.prompts import Prompts, read_prompts
 from clipadapt.data.sources import IMAGE_EXTENSIONS, ImageSource, UnreadableImage, _hash, open_image
 from clipadapt.errors import ClipAdaptError
@@ -50,10 +51,10 @@ class Sample:
     extension: str
 
 
-def index_shard(path: str, shard: int) -> tuple[list[Sample], list[int | None]]:
-    """The samples of one shard, in order, and each sample's class index (None without a ``cls`` member)."""
+def index_shard(path: str, shard: int) -> tuple[list[Sample], list[str | None]]:
+    """The samples of one shard, in order, and each sample's ``cls`` text (None without a ``cls`` member)."""
     images: dict[str, Sample] = {}
-    labels: dict[str, int] = {}
+    labels: dict[str, str] = {}
     order: list[str] = []
     try:
         with tarfile.open(path, mode="r:") as tar:
@@ -70,7 +71,7 @@ def index_shard(path: str, shard: int) -> tuple[list[Sample], list[int | None]]:
                     images[key] = Sample(shard, key, member.offset_data, member.size, extension)
                 elif extension == "cls":
                     handle = tar.extractfile(member)
-                    labels[key] = int(handle.read().decode().strip()) if handle is not None else -1
+                    labels[key] = handle.read().decode().strip() if handle is not None else ""
     except (OSError, tarfile.TarError, ValueError) as exc:
         raise ClipAdaptError(f"cannot read the tar shard {path!r}: {exc}") from None
     missing = [key for key in order if key not in images]
@@ -97,30 +98,40 @@ class WebDatasetSource(ImageSource):
         if absent:
             raise ClipAdaptError(f"{len(absent)} of {len(self.shards)} shards do not exist (first: {absent[0]!r})")
         self.samples: list[Sample] = []
-        labels: list[int | None] = []
+        labels: list[str | None] = []
         for number, shard in enumerate(self.shards):
             samples, shard_labels = index_shard(shard, number)
             self.samples += samples
             labels += shard_labels
         if not self.samples:
             raise ClipAdaptError(f"the shards {spec!r} hold no samples")
-        self.labels = self._labels(labels)
         names_file = find_beside(self.shards, CLASSNAMES_FILE)
         if classnames is None and names_file is not None:
             classnames = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-        self.classnames = classnames
+        self.labels, self.classnames = self._labels(labels, classnames, spec)
         folder = Path(self.shards[0]).resolve().parent
         self.name = folder.name if folder.name not in ("train", "test", "val", "validation") else folder.parent.name
         self.split = None
         self._open: dict[int, io.BufferedReader] = {}  # per process: the shards this loader has open
 
-    def _labels(self, labels: list[int | None]) -> np.ndarray | None:
+    @staticmethod
+    def _labels(
+        labels: list[str | None], classnames: list[str] | None, spec: str
+    ) -> tuple[np.ndarray | None, list[str] | None]:
+        """The samples' class indices and the class names: ``cls`` members hold indices (into the class
+        names) or class names, matched by name (:mod:`clipadapt.data.classes`; without class names, the
+        sorted set of the names found)."""
         if all(label is None for label in labels):
-            return None
+            return None, classnames
         unlabelled = sum(label is None for label in labels)
         if unlabelled:
             raise ClipAdaptError(f"{unlabelled} of {len(labels)} samples have no 'cls' member; label all or none")
-        return np.asarray(labels, dtype=np.int64)
+        texts = [str(label) for label in labels]
+        if all(t.lstrip("-").isdigit() for t in texts):
+            return np.asarray([int(t) for t in texts], dtype=np.int64), classnames
+        if classnames is None:
+            classnames = sorted(set(texts))
+        return np.asarray(match_labels(texts, classnames, f"the shards {spec!r}"), dtype=np.int64), classnames
 
     def __len__(self) -> int:
         return len(self.samples)

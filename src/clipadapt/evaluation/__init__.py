@@ -1,12 +1,14 @@
 """Scoring and result files."""
 
 from clipadapt.evaluation.metrics import classification_metrics
-from clipadapt.evaluation.results import output_path, read_results, render_markdown, render_pivot, write_table
-from clipadapt.evaluation.runner import Prediction, evaluate, run_method
+from clipadapt.evaluation.results import read_results, render_markdown, render_pivot, write_table
+from clipadapt.evaluation.runner import Prediction, classifier_metrics, evaluate, run_method
+from clipadapt.paths import output_path
 
 __all__ = [
     "Prediction",
     "classification_metrics",
+    "classifier_metrics",
     "evaluate",
     "output_path",
     "read_results",

@@ -39,12 +39,19 @@ def validation_shots(shots: int) -> int:
     return min(shots, 4)
 
 
-def sample_few_shot(labels: torch.Tensor, shots: int, seed: int, split: np.ndarray | None = None) -> FewShotSplit:
+def sample_few_shot(
+    labels: torch.Tensor,
+    shots: int,
+    seed: int,
+    split: np.ndarray | None = None,
+    classnames: list[str] | None = None,
+) -> FewShotSplit:
     """Draw ``shots`` train and min(shots, 4) validation rows per class, reproducibly from ``seed``.
 
     Args:
         labels: (N,) class index of every row.
         split: optional (N,) "train"/"test" strings; then shots come from train rows and test rows are scored.
+        classnames: optional (C,) names, to name a class that has too few rows.
     Returns:
         disjoint train, validation and test indices (sorted within each).
     """
@@ -62,8 +69,9 @@ def sample_few_shot(labels: torch.Tensor, shots: int, seed: int, split: np.ndarr
         rows = torch.nonzero(pool & (labels == c)).squeeze(1)
         if len(rows) < wanted:
             where = "train rows" if split is not None else "rows"
+            name = f"class {classnames[c]!r}" if classnames is not None else f"class {c}"
             raise MethodUnavailable(
-                f"class {c} has {len(rows)} labelled {where}; {shots}-shot needs {wanted} "
+                f"{name} has {len(rows)} labelled {where}; {shots}-shot needs {wanted} "
                 f"({shots} to train, {validation_shots(shots)} to validate)"
             )
         drawn = rows[torch.randperm(len(rows), generator=generator)[:wanted]]
@@ -81,5 +89,5 @@ def few_shot_sets(features: FeatureSet, shots: int, seed: int) -> tuple[FeatureS
     """(support, validation, test) FeatureSets of :func:`sample_few_shot`; support and validation keep labels."""
     if features.labels is None:
         raise ClipAdaptError("few-shot runs need labelled features (the shots), and these have no labels")
-    rows = sample_few_shot(features.labels.cpu(), shots, seed, features.split)
+    rows = sample_few_shot(features.labels.cpu(), shots, seed, features.split, features.class_names)
     return features.subset(rows.train), features.subset(rows.validation), features.subset(rows.test)

@@ -1,11 +1,10 @@
-"""Result files: templated output paths, and ``build`` of many result JSONs into one table."""
+"""Result files: ``build`` of many result JSONs into one table."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -13,38 +12,28 @@ from typing import Any
 from clipadapt.errors import ClipAdaptError
 from clipadapt.io import atomic_open
 
-PLACEHOLDERS = ("dataset", "model", "pretrained", "method", "setting", "seed", "shots")
 TABLE_COLUMNS = (
     "dataset", "model", "pretrained", "method", "setting", "shots", "seed",
     "acc1", "acc5", "mean_per_class_recall", "seconds",
 )  # fmt: skip
-
-
-def _slug(value: object) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(value)).strip("_") or "none"
-
-
-def output_path(template: str, record: dict[str, Any]) -> Path:
-    """Fill ``{dataset}``, ``{model}``, ``{pretrained}``, ``{method}``, … with file-name-safe values."""
-    try:
-        return Path(template.format(**{k: _slug(record.get(k)) for k in PLACEHOLDERS}))
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ClipAdaptError(
-            f"bad --output template {template!r} ({exc}); placeholders: "
-            + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-        ) from None
+TABLE_FORMATS = (".csv", ".md", ".json")
 
 
 def table_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The table's columns of one result record, plus what tells runs apart that the columns do not show:
+    ``config`` (the hyperparameters as configured; older records: those recorded) and ``text`` (class
+    names and prompts)."""
     metrics = record.get("metrics") or {}
     row = {k: record.get(k) for k in TABLE_COLUMNS if k not in metrics}
     row.update({k: metrics.get(k) for k in ("acc1", "acc5", "mean_per_class_recall")})
-    return {k: row.get(k) for k in TABLE_COLUMNS}
+    config = record.get("config", record.get("hparams")) or {}
+    return {**{k: row.get(k) for k in TABLE_COLUMNS}, "config": config, "text": record.get("text_digest")}
 
 
 def read_results(paths: list[str]) -> list[dict[str, Any]]:
+    """Table rows of the result JSONs ``paths`` (a path given twice, or spelled two ways, counts once)."""
     rows = []
-    for p in paths:
+    for p in dict.fromkeys(str(Path(p).resolve()) for p in paths):
         try:
             record = json.loads(Path(p).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
@@ -69,47 +58,96 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_pivot(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (dataset, pretrained, model, shots), one column per method.
+def _variants(values: list[Any]) -> dict[Any, int]:
+    """Distinct values, numbered 1, 2, … in first-seen order."""
+    return {v: i + 1 for i, v in enumerate(dict.fromkeys(values))}
 
-    A cell is "top-1 % (seconds)", or "mean ± std (mean seconds)" over the seeds when there are several; a
-    last row per shots value gives each method's mean top-1 over the rows that have it.
+
+def _differences(configs: list[dict[str, Any]]) -> list[str]:
+    """For each config, the ``key=value`` pairs in which the configs differ."""
+    keys = sorted({k for c in configs for k in c if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1})
+    return [", ".join(f"{k}={c.get(k)}" for k in keys) for c in configs]
+
+
+def render_pivot(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per (shots, dataset, backbone, class names and prompts), one column per method
+    and hyperparameter setting.
+
+    Only runs that share all of those are averaged: a cell is "top-1 % (seconds)", or "mean ± std
+    (mean seconds, n seeds)" over several seeds. A method run with several settings gets one column per
+    setting (``inmap [2]``) and a dataset with several class-name or prompt sets one row per set, each
+    explained under the table. A last row per shots value gives each column's mean top-1 over the rows
+    that every column has.
     """
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    rows = [r for r in rows if r["acc1"] is not None]
+    config_ids = {m: _variants([json.dumps(r["config"], sort_keys=True) for r in rows if r["method"] == m])
+                  for m in dict.fromkeys(r["method"] for r in rows)}  # fmt: skip
+
+    def column(r: dict[str, Any]) -> str:
+        ids = config_ids[r["method"]]
+        return r["method"] if len(ids) == 1 else f"{r['method']} [{ids[json.dumps(r['config'], sort_keys=True)]}]"
+
+    texts: dict[tuple[Any, ...], list[Any]] = {}
+    for r in rows:
+        texts.setdefault((r["dataset"], r["pretrained"], r["model"]), []).append(r["text"])
+    text_ids = {key: _variants(values) for key, values in texts.items()}
+
+    def dataset_label(r: dict[str, Any]) -> str:
+        ids = text_ids[(r["dataset"], r["pretrained"], r["model"])]
+        return r["dataset"] if len(ids) == 1 else f"{r['dataset']} (class names/prompts {ids[r['text']]})"
+
+    columns = list(dict.fromkeys(column(r) for r in rows))
     groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
     for r in rows:
-        if r["acc1"] is not None:
-            key = (r.get("shots"), r["dataset"], r["pretrained"], r["model"])
-            groups.setdefault(key, {}).setdefault(r["method"], []).append(r)
+        key = (r.get("shots"), dataset_label(r), r["pretrained"], r["model"])
+        groups.setdefault(key, {}).setdefault(column(r), []).append(r)
     few_shot = any(key[0] is not None for key in groups)
     lines = [
-        "| dataset | features |" + (" shots |" if few_shot else "") + " " + " | ".join(methods) + " |",
-        "|" + "---|" * (len(methods) + 2 + few_shot),
+        "| dataset | features |" + (" shots |" if few_shot else "") + " " + " | ".join(columns) + " |",
+        "|" + "---|" * (len(columns) + 2 + few_shot),
     ]
-    shots_values = list(dict.fromkeys(key[0] for key in groups))
-    for shots in shots_values:
-        means: dict[str, list[float]] = {m: [] for m in methods}
-        for (k, dataset, pretrained, model), by_method in groups.items():
+    for shots in dict.fromkeys(key[0] for key in groups):
+        shot_cell = f" {'–' if shots is None else shots} |" if few_shot else ""
+        complete: dict[str, list[float]] = {c: [] for c in columns}
+        for (k, dataset, pretrained, model), by_column in groups.items():
             if k != shots:
                 continue
             shown = []
-            for name in methods:
-                runs = by_method.get(name, [])
+            for name in columns:
+                runs = by_column.get(name, [])
                 accs = [100 * r["acc1"] for r in runs]
                 if not accs:
                     shown.append("")
                     continue
-                mean = sum(accs) / len(accs)
-                means[name].append(mean)
-                seconds = sum(r["seconds"] for r in runs) / len(runs)
-                spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
-                shown.append(f"{mean:.2f}{spread} ({seconds:.2f} s)")
-            shot_cell = f" {shots} |" if few_shot else ""
+                seconds = sum(r["seconds"] or 0 for r in runs) / len(runs)
+                if len(accs) > 1:
+                    n_seeds = len({r["seed"] for r in runs})
+                    count = f"{n_seeds} seeds" if n_seeds == len(runs) else f"{len(runs)} runs"
+                    spread = f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}"
+                    shown.append(f"{spread} ({seconds:.2f} s, {count})")
+                else:
+                    shown.append(f"{accs[0]:.2f} ({seconds:.2f} s)")
+            if all(by_column.get(name) for name in columns):
+                for name in columns:
+                    complete[name].append(statistics.mean(100 * r["acc1"] for r in by_column[name]))
             lines.append(f"| {dataset} | {pretrained} {model} |{shot_cell} " + " | ".join(shown) + " |")
-        cells = [f"**{sum(v) / len(v):.2f}**" if v else "" for v in means.values()]
-        shot_cell = f" {shots} |" if few_shot else ""
-        lines.append(f"| mean top-1 | |{shot_cell} " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        n = len(complete[columns[0]]) if columns else 0
+        cells = [f"**{statistics.mean(v):.2f}**" if v else "" for v in complete.values()]
+        label = f"mean top-1 over the {n} row(s) every column has" if n else "mean top-1: no row has every column"
+        lines.append(f"| {label} | |{shot_cell} " + " | ".join(cells) + " |")
+    notes = []
+    for method, ids in config_ids.items():
+        if len(ids) > 1:
+            for (_, i), diff in zip(ids.items(), _differences([json.loads(c) for c in ids]), strict=True):
+                notes.append(f"- {method} [{i}]: {diff}")
+    for (dataset, _, _), ids in text_ids.items():
+        if len(ids) > 1:
+            notes.append(
+                f"- {dataset}: {len(ids)} different sets of class names or prompts (digests "
+                + ", ".join(f"{i}: {t}" for t, i in ids.items())
+                + ")"
+            )
+    return "\n".join([*lines, *([""] if notes else []), *notes]) + "\n"
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
@@ -121,7 +159,10 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def write_table(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """``.md`` → Markdown, anything else → CSV; written atomically."""
-    text = render_markdown(rows) if str(path).endswith(".md") else render_csv(rows)
+    """``.md`` → Markdown, ``.json`` → the rows as JSON, ``.csv`` → CSV; written atomically."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ClipAdaptError(f"{str(path)!r}: a table is written as {', '.join(TABLE_FORMATS)}")
+    text = {".md": render_markdown, ".csv": render_csv, ".json": lambda r: json.dumps(r, indent=2) + "\n"}[suffix](rows)
     with atomic_open(path) as fh:
         fh.write(text)

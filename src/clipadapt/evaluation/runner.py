@@ -30,6 +30,7 @@ class Prediction(NamedTuple):
     history: dict[str, list]  # per-epoch diagnostics of the fit
     device: torch.device  # where the method ran
     precision: Precision  # the precision policy it ran under
+    transductive: bool  # the logits are the fit's own predictions on its target, not the classifier's
 
 
 def train_subset(features: FeatureSet) -> FeatureSet:
@@ -104,7 +105,24 @@ def fit_and_predict(
         logits = transductive_logits if transductive_logits is not None else test_logits(fit.classifier, test_on)
         logits = logits.float().cpu()  # waits for the device: part of the time taken
         seconds = time.perf_counter() - start
-    return Prediction(logits, test, seconds, fit.classifier.to("cpu"), target, fit.history, device, policy)
+    classifier = fit.classifier.to("cpu")
+    transductive = transductive_logits is not None
+    return Prediction(logits, test, seconds, classifier, target, fit.history, device, policy, transductive)
+
+
+@torch.no_grad()
+def classifier_metrics(prediction: Prediction) -> dict[str, float] | None:
+    """For a transductive run, what the saved classifier itself gives on the same test rows (what
+    ``predict`` gives on those images): its metrics when they have labels, and the fraction of rows where
+    it agrees with the transductive predictions. None when the run's predictions are the classifier's."""
+    if not prediction.transductive:
+        return None
+    test = prediction.test.to(prediction.device)
+    with float32_matmuls(prediction.device, prediction.precision.requested):
+        logits = test_logits(prediction.classifier.to(prediction.device), test).float().cpu()
+    metrics = classification_metrics(logits, prediction.test.labels) if prediction.test.labels is not None else {}
+    agreement = (logits.argmax(1) == prediction.logits.argmax(1)).double().mean()
+    return {**metrics, "agreement_with_transductive": float(agreement)}
 
 
 def history_record(history: dict[str, list], target: FeatureSet) -> dict[str, list[float]]:
@@ -157,7 +175,10 @@ def evaluate(
         "task": f"{instance.setting.replace('-', '')}_classification",
         "method": instance.name,
         "setting": instance.setting,
-        "hparams": {**instance.hparams(), **prediction.classifier.hparams},  # what the fit used
+        "hparams": {**instance.hparams(), **prediction.classifier.hparams},  # what the fit used and decided
+        "config": instance.hparams(),  # as configured: what tells one setting from another (build groups by it)
+        "classes": features.num_classes,
+        "text_digest": features.text_digest(),  # class names and prompts
         "metrics": metrics,
         "seed": seed,
         "shots": shots,

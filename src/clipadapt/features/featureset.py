@@ -9,6 +9,8 @@ File keys (GUIDE §3): ``image_features`` (N, D), ``text_features`` (C, D); opti
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -59,6 +61,18 @@ class FeatureSet:
     def class_names(self) -> list[str]:
         """The class names, or the class indices as text when the features have none."""
         return self.classnames or [str(i) for i in range(self.num_classes)]
+
+    def text_digest(self) -> str:
+        """A short digest of what the class prototypes stand for: the class names and the prompts (the
+        templates, or each class's sentences), or, for a feature file that names no prompts, the
+        prototypes themselves. Runs whose digests differ are not repeats of one another."""
+        if self.prompt_names is not None:
+            prompts: object = self.prompt_names
+        elif self.encoder is not None:
+            prompts = self.encoder.sentences
+        else:
+            prompts = hashlib.sha256(self.text_features.cpu().numpy().tobytes()).hexdigest()
+        return hashlib.sha256(json.dumps([self.class_names, prompts]).encode()).hexdigest()[:12]
 
     def normalised(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, D) image features and (C, D) class prototypes as float32 with unit rows."""
@@ -123,14 +137,24 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     name = str(path)
     if not path.is_file():
         raise ClipAdaptError(f"feature file {name!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ClipAdaptError(f"{name!r} is not a clipadapt feature file: not an .npz archive (numpy.savez writes one)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ClipAdaptError(f"cannot read feature file {name!r}: {exc}") from None
+        if "allow_pickle" in str(exc):  # numpy's advice to unpickle: never right for a feature file
+            raise ClipAdaptError(
+                f"{name!r} is not a clipadapt feature file: it holds pickled Python objects, which clipadapt "
+                "never loads (a feature file holds numeric arrays and strings; see the README)"
+            ) from None
+        raise ClipAdaptError(f"{name!r} is not a readable .npz feature file ({str(exc).splitlines()[0]})") from None
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
-        raise ClipAdaptError(f"feature file {name!r} lacks required key(s) {', '.join(missing)}")
+        found = ", ".join(sorted(arrays)[:8]) or "nothing"
+        raise ClipAdaptError(
+            f"{name!r} is not a clipadapt feature file: it lacks {', '.join(missing)} (it holds {found})"
+        )
 
     def bad(msg: str) -> ClipAdaptError:
         return ClipAdaptError(f"feature file {name!r}: {msg}")
@@ -144,6 +168,8 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
         raise bad("image_features and text_features must not be empty")
     if text.shape[1] != d:
         raise bad(f"image features have dimension {d} but text features {text.shape[1]}")
+    if c < 2:
+        raise bad("one class: classification needs at least two text features (and a one-class accuracy means nothing)")
     views = arrays.get("view_features")
     if views is not None and (views.ndim != 3 or views.shape[0] != n or views.shape[2] != d):
         raise bad(f"view_features must be ({n}, V, {d}); got {views.shape}")

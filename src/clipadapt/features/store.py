@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from clipadapt import distributed
 from clipadapt.backbones.base import Backbone, describe_transform
-from clipadapt.data.sources import ImageSource, UnreadableImage
+from clipadapt.data.sources import ImageSource, UnreadableImage, exception_detail
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.pixels import split_transform
 from clipadapt.io import atomic_path, write_json
@@ -70,7 +70,7 @@ class ImageDataset(Dataset):
         except UnreadableImage as exc:
             return index, None, str(exc)
         except (OSError, ValueError) as exc:  # decoding errors that surface inside the transform
-            return index, None, f"{type(exc).__name__}: {exc}"
+            return index, None, f"cannot decode the image ({exception_detail(exc)})"
 
 
 def collate_images(
@@ -142,6 +142,13 @@ class FeatureStore:
         n_chunks = (n + chunk_size - 1) // chunk_size
         pending = [c for c in range(n_chunks) if not _chunk_path(entry, c).exists()]
         distributed.barrier()  # every rank has listed the same missing chunks before any is written
+        if here.main and len(pending) < n_chunks:
+            done = n_chunks - len(pending)
+            if pending:
+                log.info("resuming the extraction of %s: %d of %d chunks already cached (%s)", source.name, done,
+                         n_chunks, entry)  # fmt: skip
+            else:
+                log.info("using the cached features of %s (%s)", source.name, entry)
         mine = pending[here.rank :: here.world]
         if pending and here.world > 1:
             log.debug("rank %d of %d encodes chunks %s of %s", here.rank, here.world, mine, entry.name)

@@ -95,14 +95,18 @@ def confusion_figure(view: DatasetView) -> Figure | None:
     for ax, run in zip(axes, runs, strict=True):
         ax.imshow(confusion(run, c), cmap="Blues", vmin=0, vmax=1)
         ax.set_title(_title(run), fontsize=9)
-        if c <= 12:
-            ax.set_xticks(range(c), view.classnames, rotation=90, fontsize=6)
-            ax.set_yticks(range(c), view.classnames, fontsize=6)
-        else:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax.set_xlabel("predicted", fontsize=7)
-        ax.set_ylabel("true", fontsize=7)
+        if c <= MANY_CLASSES:  # every class by name
+            size = 6 if c <= 20 else 4
+            ax.set_xticks(range(c), view.classnames, rotation=90, fontsize=size)
+            ax.set_yticks(range(c), view.classnames, fontsize=size)
+            ax.set_xlabel("predicted", fontsize=7)
+            ax.set_ylabel("true", fontsize=7)
+        else:  # class indices, in the order of the class list
+            ticks = np.linspace(0, c - 1, 6).round().astype(int)
+            ax.set_xticks(ticks, ticks, fontsize=6)
+            ax.set_yticks(ticks, ticks, fontsize=6)
+            ax.set_xlabel("predicted class (index in the class list)", fontsize=7)
+            ax.set_ylabel("true class (index)", fontsize=7)
     return fig
 
 
@@ -163,4 +167,22 @@ def projection_figure(view: DatasetView) -> Figure | None:
         ax.set_title(("before: " if run is reference else "") + _title(run), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.legend(handles=_projection_legend(view.classnames), loc="outside right upper", fontsize=7)
     return fig
+
+
+def _projection_legend(classnames: list[str]) -> list:
+    """Marker meanings, then one colour per class (by name up to 20 classes; beyond, the palette's ends)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    c = len(classnames)
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=4, color="0.45", label="image (colour: its class)"),
+        Line2D([], [], ls="", marker="*", ms=10, color="0.45", mec="k", label="class vector"),
+    ]
+    shown = range(c) if c <= 20 else (0, c - 1)
+    handles += [Patch(color=class_colours(np.array([i]), c)[0], label=classnames[i]) for i in shown]
+    if c > 20:
+        handles.insert(3, Patch(color="none", label="…"))
+    return handles

@@ -66,6 +66,9 @@ def _accuracy_table(view: DatasetView) -> str:
     c = len(view.classnames)
     head = ["method", "setting", "shots", "seed", "top-1 %", "Δ vs zero-shot", "top-5 %", "mean per-class recall %",
             "classes never predicted", "seconds"]  # fmt: skip
+    saved = any("classifier_metrics" in run.record for run in view.runs)
+    if saved:
+        head.insert(5, "saved classifier top-1 %")
     rows = []
     for run in view.runs:
         m = run.record["metrics"]
@@ -79,6 +82,7 @@ def _accuracy_table(view: DatasetView) -> str:
             f'<td class="num">{run.record.get("shots") or ""}</td>',
             f'<td class="num">{run.record.get("seed")}</td>',
             *(f'<td class="num">{_pct(m.get(k))}</td>' for k in ("acc1",)),
+            *([_saved_cell(run)] if saved else []),
             delta_cell or "<td></td>",
             *(f'<td class="num">{_pct(m.get(k))}</td>' for k in ("acc5", "mean_per_class_recall")),
             f'<td class="num">{int((np.bincount(run.predictions, minlength=c) == 0).sum())}</td>',
@@ -87,8 +91,21 @@ def _accuracy_table(view: DatasetView) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     labelled = any(r.labels is not None for r in view.runs)
     note = "" if labelled else '<p class="note">No labels: accuracy unavailable.</p>'
+    if saved:
+        note += (
+            '<p class="note">Top-1 of a transductive method is that of its own predictions on these images; '
+            "the saved classifier, which <code>clipadapt predict</code> applies, gives the next column on the "
+            "same images. Predictions per class below are the transductive ones.</p>"
+        )
     header = "".join(f"<th>{h}</th>" for h in head)
     return f"{note}<table><tr>{header}</tr>{''.join(rows)}</table>"
+
+
+def _saved_cell(run: RunView) -> str:
+    """The saved classifier's top-1 on the run's images (transductive runs), else the run's own."""
+    own = run.record.get("classifier_metrics")
+    value = own.get("acc1") if own is not None else run.record["metrics"].get("acc1")
+    return f'<td class="num">{_pct(value)}</td>'
 
 
 def _pct(value: float | None) -> str:

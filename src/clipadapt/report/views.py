@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from clipadapt.evaluation.runner import Prediction
+from clipadapt.io import atomic_path
 from clipadapt.methods.encoder import TunedClassifier
 
 MAX_POINTS = 1000  # images drawn in the 2-D projection
@@ -67,3 +69,24 @@ def run_view(record: dict[str, Any], prediction: Prediction, seed: int = 0) -> R
         point_classes=(labels if labels is not None else predictions)[sample],
         class_points=classifier.class_vectors().numpy(),
     )
+
+
+VIEW_ARRAYS = ("predictions", "image_points", "point_classes", "class_points")
+
+
+def save_view(view: RunView, classnames: list[str], path: str | Path) -> None:
+    """Write what the report needs of one run (not its record, which is the result JSON) to ``path`` (.npz),
+    so that a later ``eval --skip_existing --report`` can show the run without running it again."""
+    arrays = {k: getattr(view, k) for k in VIEW_ARRAYS}
+    if view.labels is not None:
+        arrays["labels"] = view.labels
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, classnames=np.array(classnames), **arrays)
+
+
+def load_view(path: str | Path, record: dict[str, Any]) -> tuple[list[str], RunView]:
+    """The class names and run view :func:`save_view` wrote, with the run's ``record``."""
+    with np.load(path, allow_pickle=False) as z:
+        labels = z["labels"] if "labels" in z.files else None
+        view = RunView(record=record, labels=labels, **{k: z[k] for k in VIEW_ARRAYS})
+        return [str(c) for c in z["classnames"]], view
