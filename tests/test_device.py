@@ -176,7 +176,7 @@ def test_the_result_records_where_and_how_precisely_the_method_ran(method: str) 
     assert record["runtime"] == {"device": "cpu", "precision": "fp32", "autocast": "off", "tf32": False}
 
 
-FROZEN = ["zeroshot", "inmap", "transclip", "reclip-lp", "clip-enhance"]
+FROZEN = ["zeroshot", "inmap", "transclip", "stata", "reclip-lp", "clip-enhance"]
 FEW_SHOT = ["cmm", "tip-adapter", "tip-adapter-f", "linear-probe", "cross-modal-linear-probe", "transclip-fs"]
 
 
@@ -198,7 +198,7 @@ def test_cpu_and_cuda_predictions_agree_on_every_whurs19_file_in_fp32(path, meth
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("method", ["inmap", "transclip", "reclip-lp", "clip-enhance"])
+@pytest.mark.parametrize("method", ["inmap", "transclip", "stata", "reclip-lp", "clip-enhance"])
 def test_cpu_and_cuda_agree_in_fp32(method: str) -> None:
     from clipadapt.evaluation import evaluate
     from helpers import as_featureset, make_modality_gap

@@ -8,6 +8,7 @@ from clipadapt.methods import (  # noqa: F401  (registers)
     linear_probe,
     reclip,
     reclip_lp,
+    stata,
     tip_adapter,
     transclip,
     zeroshot,
