@@ -12,7 +12,8 @@ from conftest import whurs19_files
 from helpers import make_feature_arrays, make_modality_gap, write_corrupt
 
 RESULT_KEYS = ["dataset", "model", "pretrained", "task", "method", "setting", "hparams", "config", "classes",
-               "text_digest", "metrics", "seed", "shots", "seconds", "runtime", "history"]  # fmt: skip
+               "text_digest", "protocol", "metrics", "seed", "shots", "seconds", "runtime", "history",
+               "diagnostics"]  # fmt: skip
 # Zero-shot top-1 of each WHU-RS19 feature file, from shared/GUIDE.md §5.
 WHURS19_ZEROSHOT = {
     "CLIP_RN50": 0.7154, "CLIP_ViT-B-32": 0.8129, "CLIP_ViT-L-14": 0.8547,

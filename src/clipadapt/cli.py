@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the runs whose output file exists (the report reads them back)")  # fmt: skip
     ev.add_argument("--overwrite", action="store_true", help="replace existing output files and report")
     ev.add_argument("--report", default=None, metavar="HTML", help="also write an HTML report (zero-shot added)")
+    g = ev.add_argument_group("realistic target sets (label-free methods; labels read only to draw them)")
+    g.add_argument("--episodes", type=int, default=0,
+                   help="N episodes per seed: --episode_size images of --episode_classes classes each")  # fmt: skip
+    g.add_argument("--episode_size", type=int, default=64, help="images per episode (default: 64)")
+    g.add_argument("--episode_classes", default=None, metavar="K1-K2",
+                   help="classes per episode, drawn uniformly from K1..K2 (default: every class)")  # fmt: skip
+    g.add_argument("--imbalance", type=float, default=None, metavar="RHO",
+                   help="a long-tailed subsample: class sizes from the smallest class's to 1/RHO of it")  # fmt: skip
     _add_data_args(ev)
     _add_common(ev)
 
@@ -211,7 +219,8 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from clipadapt.evaluation import evaluate, output_path
+    from clipadapt.evaluation import evaluate, evaluate_protocol, output_path
+    from clipadapt.evaluation.episodes import Protocol, parse_classes
     from clipadapt.io import write_json
     from clipadapt.methods import get_method, route_hparams
 
@@ -224,6 +233,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     methods = [get_method(m) for m in names]  # unknown names fail before any work
     hparams = route_hparams(names, args.hparam)
     seeds = args.seed or ([1, 2, 3] if args.shots else [0])
+    protocol = Protocol(args.episodes, args.episode_size, parse_classes(args.episode_classes), args.imbalance)
+    if not protocol.whole and args.shots:
+        raise ClipAdaptError("--episodes and --imbalance are for label-free methods; they do not go with --shots")
     report = _report(args.report, "clipadapt eval", args.overwrite or args.skip_existing)
     records, planned_paths = [], set()
     for dataset, model, pretrained, load in _feature_sets(args):
@@ -252,13 +264,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not distributed.ranks().main:
             continue
         for method, shots, seed, out in runs:
-            record, prediction = evaluate(
-                features, method, seed=seed, hparams=hparams[method], shots=shots, device=args.device,
-                precision=args.precision,
-            )  # fmt: skip
+            if protocol.whole:
+                record, prediction = evaluate(
+                    features, method, seed=seed, hparams=hparams[method], shots=shots, device=args.device,
+                    precision=args.precision,
+                )  # fmt: skip
+            else:
+                record, prediction = evaluate_protocol(
+                    features, method, protocol, seed=seed, hparams=hparams[method], device=args.device,
+                    precision=args.precision,
+                )  # fmt: skip
             if out is not None:
                 write_json(out, record)
-            if report is not None:
+            if report is not None and prediction is not None:
                 report.add(record, prediction, keep=None if out is None else view_path(out))
             records.append(record)
     _print_summary(records, args.json)

@@ -2,7 +2,7 @@
 
 from clipadapt.evaluation.metrics import classification_metrics
 from clipadapt.evaluation.results import read_results, render_markdown, render_pivot, write_table
-from clipadapt.evaluation.runner import Prediction, classifier_metrics, evaluate, run_method
+from clipadapt.evaluation.runner import Prediction, classifier_metrics, evaluate, evaluate_protocol, run_method
 from clipadapt.paths import output_path
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "classification_metrics",
     "classifier_metrics",
     "evaluate",
+    "evaluate_protocol",
     "output_path",
     "read_results",
     "render_markdown",

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from clipadapt.errors import ClipAdaptError
+from clipadapt.evaluation.episodes import protocol_from_record
 from clipadapt.io import atomic_open
 
 TABLE_COLUMNS = (
-    "dataset", "model", "pretrained", "method", "setting", "shots", "seed",
+    "dataset", "model", "pretrained", "method", "setting", "shots", "protocol", "seed",
     "acc1", "acc5", "mean_per_class_recall", "seconds",
 )  # fmt: skip
 TABLE_FORMATS = (".csv", ".md", ".json")
@@ -26,6 +27,7 @@ def table_row(record: dict[str, Any]) -> dict[str, Any]:
     metrics = record.get("metrics") or {}
     row = {k: record.get(k) for k in TABLE_COLUMNS if k not in metrics}
     row.update({k: metrics.get(k) for k in ("acc1", "acc5", "mean_per_class_recall")})
+    row["protocol"] = protocol_from_record(record).label()
     config = record.get("config", record.get("hparams")) or {}
     return {**{k: row.get(k) for k in TABLE_COLUMNS}, "config": config, "text": record.get("text_digest")}
 
@@ -70,8 +72,8 @@ def _differences(configs: list[dict[str, Any]]) -> list[str]:
 
 
 def render_pivot(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (shots, dataset, backbone, class names and prompts), one column per method
-    and hyperparameter setting.
+    """Markdown: one row per (shots, dataset, target-set protocol, backbone, class names and prompts), one
+    column per method and hyperparameter setting.
 
     Only runs that share all of those are averaged: a cell is "top-1 % (seconds)", or "mean ± std
     (mean seconds, n seeds)" over several seeds. A method run with several settings gets one column per
@@ -94,7 +96,8 @@ def render_pivot(rows: list[dict[str, Any]]) -> str:
 
     def dataset_label(r: dict[str, Any]) -> str:
         ids = text_ids[(r["dataset"], r["pretrained"], r["model"])]
-        return r["dataset"] if len(ids) == 1 else f"{r['dataset']} (class names/prompts {ids[r['text']]})"
+        label = r["dataset"] if len(ids) == 1 else f"{r['dataset']} (class names/prompts {ids[r['text']]})"
+        return label if r["protocol"] in (None, "whole set") else f"{label} · {r['protocol']}"
 
     columns = list(dict.fromkeys(column(r) for r in rows))
     groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, NamedTuple
 
 import torch
 
-from clipadapt.errors import MethodUnavailable
+from clipadapt.errors import ClipAdaptError, MethodUnavailable
+from clipadapt.evaluation.diagnostics import label_free_diagnostics
+from clipadapt.evaluation.episodes import Protocol, target_sets
 from clipadapt.evaluation.fewshot import few_shot_sets, test_rows
 from clipadapt.evaluation.metrics import classification_metrics
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.methods import Classifier, Method, build_method
 from clipadapt.methods.encoder import TunedClassifier
 from clipadapt.runtime import Precision, float32_matmuls, resolve_device, seed_everything
+
+log = logging.getLogger("clipadapt")
 
 
 def test_subset(features: FeatureSet) -> FeatureSet:
@@ -158,11 +163,14 @@ def evaluate(
     shots: int | None = None,
     device: str | torch.device | None = None,
     precision: str | None = None,
+    warn: bool = True,
 ) -> tuple[dict[str, Any], Prediction]:
     """The result record of one run and what it predicted (for artifacts and reports).
 
     ``seconds`` is the wall time of fitting and predicting (feature extraction excluded); ``runtime`` says
-    where the method ran and under which precision policy (:func:`fit_and_predict`).
+    where the method ran and under which precision policy (:func:`fit_and_predict`). A label-free run also
+    records its label-free ``diagnostics`` (:mod:`clipadapt.evaluation.diagnostics`) and, when they show that
+    an assumption of the method does not hold, a ``warning`` (logged unless ``warn`` is False).
     """
     instance = build_method(method, hparams) if isinstance(method, str) else method
     prediction = fit_and_predict(features, instance, seed, shots, device, precision)
@@ -179,6 +187,7 @@ def evaluate(
         "config": instance.hparams(),  # as configured: what tells one setting from another (build groups by it)
         "classes": features.num_classes,
         "text_digest": features.text_digest(),  # class names and prompts
+        "protocol": Protocol().record(),
         "metrics": metrics,
         "seed": seed,
         "shots": shots,
@@ -186,4 +195,72 @@ def evaluate(
         "runtime": {"device": str(prediction.device), **prediction.precision.record()},
         "history": history_record(prediction.history, prediction.target),
     }
+    if instance.label_free and instance.setting != "few-shot":
+        record["diagnostics"] = label_free_diagnostics(
+            prediction.logits.argmax(1), zeroshot_predictions(test), test.num_classes
+        )
+        warning = instance.assumption_warning(record["diagnostics"])
+        if warning is not None:
+            record["warning"] = warning
+            if warn:
+                log.warning(warning)
     return record, prediction
+
+
+@torch.no_grad()
+def zeroshot_predictions(features: FeatureSet, block: int = 65536) -> torch.Tensor:
+    """(N,) zero-shot CLIP's class for every row, over row blocks (no (N, C) matrix)."""
+    x, text = features.normalised()
+    return torch.cat([(rows @ text.T).argmax(1) for rows in x.split(block)]).cpu()
+
+
+def evaluate_protocol(
+    features: FeatureSet,
+    method: str | Method,
+    protocol: Protocol,
+    seed: int = 0,
+    hparams: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+) -> tuple[dict[str, Any], Prediction | None]:
+    """The record of ``method`` on the target sets of ``protocol`` (:mod:`clipadapt.evaluation.episodes`),
+    drawn from the test rows with ``seed``; the prediction too when there is one target set.
+
+    Each episode is a run of its own (the method sees its rows without labels); the record's ``metrics``
+    and ``diagnostics`` are the means over the episodes, ``episodes`` holds each one's, and ``seconds`` is
+    their sum. A method whose assumption fails in some episodes warns once, saying in how many.
+    """
+    instance = build_method(method, hparams) if isinstance(method, str) else method
+    if protocol.whole:
+        return evaluate(features, instance, seed, device=device, precision=precision)
+    if not instance.label_free or instance.setting == "few-shot":
+        raise MethodUnavailable(f"{instance.name} is few-shot: --episodes and --imbalance are for label-free methods")
+    test = test_subset(features)
+    if test.labels is None:
+        raise ClipAdaptError(
+            "--episodes and --imbalance draw target sets by their labels, and these features have none"
+        )
+    sets = target_sets(test.labels.numpy(), protocol, seed)
+    runs = [
+        evaluate(test.subset(rows), instance, seed, device=device, precision=precision, warn=False) for rows in sets
+    ]
+    records = [record for record, _ in runs]
+    warned = [r["warning"] for r in records if "warning" in r]
+    if warned:
+        log.warning("%s (in %d of %d target sets)", warned[0], len(warned), len(records))
+    record = {**records[0], "protocol": protocol.record(), "history": {} if len(runs) > 1 else records[0]["history"]}
+    record.pop("warning", None)
+    if len(runs) == 1:
+        return {**record, **({"warning": warned[0]} if warned else {})}, runs[0][1]
+    record["metrics"] = _mean_of([r["metrics"] for r in records])
+    record["diagnostics"] = _mean_of([r["diagnostics"] for r in records])
+    record["seconds"] = round(sum(r["seconds"] for r in records), 4)
+    record["episodes"] = [
+        {"classes_present": int(test.labels[rows].unique().numel()), **r["metrics"], **r["diagnostics"]}
+        for rows, r in zip(sets, records, strict=True)
+    ]
+    return record, None
+
+
+def _mean_of(dicts: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: round(sum(float(d[k]) for d in dicts) / len(dicts), 6) for k in dicts[0]} if dicts else {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -118,3 +119,9 @@ class Method(ABC):
 
     def hparams(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def assumption_warning(self, diagnostics: Mapping[str, float]) -> str | None:
+        """One line when the run's label-free diagnostics (:mod:`clipadapt.evaluation.diagnostics`) show that
+        an assumption this method makes about the target set does not hold, naming the alternative; None
+        otherwise, and for methods that assume nothing (:mod:`clipadapt.methods.assumptions`)."""
+        return None

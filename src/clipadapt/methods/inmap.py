@@ -20,6 +20,7 @@ the learning-rate halving is decided on the device.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import sinkhorn_balance
+from clipadapt.methods.assumptions import few_classes_warning
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
 
@@ -192,6 +194,11 @@ class InMaP(Method):
     evaluations: int = 25  # lbfgs: loss-and-gradient evaluations
     lr: float = 10.0  # gd only
     steps: int = 2000  # gd only
+
+    def assumption_warning(self, diagnostics: Mapping[str, float]) -> str | None:
+        if self.sinkhorn_iterations <= 0:
+            return None
+        return few_classes_warning("InMaP", "spreads its pseudo-labels evenly over every class (Sinkhorn)", diagnostics)
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         if self.solver not in ("auto", "lbfgs", "gd"):

@@ -37,7 +37,7 @@ here. The class texts are the prompt ensemble of the run's templates (or class d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from clipadapt.backbones.base import Backbone
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.features.images import Batches, EncoderInputs
+from clipadapt.methods.assumptions import small_graph_warning
 from clipadapt.methods.base import Fit, Method
 from clipadapt.methods.encoder import (
     TunedClassifier,
@@ -128,6 +129,9 @@ class ReCLIP(Method):
     cg_iterations: int = 20
     max_propagation_classes: int = 500
     inductive: bool = False  # adapt on the train split, score the test split
+
+    def assumption_warning(self, diagnostics: Mapping[str, float]) -> str | None:
+        return small_graph_warning(self.name, self.k, diagnostics)
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         encoder = require_encoder(self.name, target.encoder)

@@ -16,6 +16,7 @@ The classifier kept for new images is the normalised mean image feature of each 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import knn_graph, propagate_labels
 from clipadapt.kernels.graph import EXACT_KNN_MAX, knn_backend, knn_used
+from clipadapt.methods.assumptions import small_graph_warning
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
 from clipadapt.runtime import wide_float
@@ -104,6 +106,9 @@ class ReCLIPLabelPropagation(Method):
     projection: str = "P2"  # P0 / P1 / P2 (the paper's Table 3 ablation)
     max_propagation_classes: int = 500
     exact_knn_max: int = EXACT_KNN_MAX  # on the CPU, above this many nodes the neighbours come from faiss
+
+    def assumption_warning(self, diagnostics: Mapping[str, float]) -> str | None:
+        return small_graph_warning(self.name, self.k, diagnostics)
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         x, text = target.normalised()

@@ -41,6 +41,7 @@ solver holds three (N, C) buffers, z and two it reuses, and the graph is built b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +51,7 @@ from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import knn, to_csr
 from clipadapt.kernels.graph import EXACT_KNN_MAX, knn_backend, knn_used
+from clipadapt.methods.assumptions import few_classes_warning
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
 from clipadapt.methods.supervised import require_labelled
@@ -250,6 +252,11 @@ class TransCLIPZeroShot(Method):
     z_iterations: int = 5
     init_top: int = 8  # μ_k starts from the init_top images of largest z_ik
     exact_knn_max: int = EXACT_KNN_MAX  # on the CPU, above this many images the neighbours come from faiss
+
+    def assumption_warning(self, diagnostics: Mapping[str, float]) -> str | None:
+        return few_classes_warning(
+            "TransCLIP", "gives every class a mixture component that pulls images to it", diagnostics
+        )
 
     @torch.no_grad()
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
