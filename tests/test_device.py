@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from clipadapt.errors import ClipAdaptError
-from clipadapt.runtime import float32_matmuls, precision_policy, seeded_randomness
+from clipadapt.runtime import float32_matmuls, gradient_scaler, optimiser_step, precision_policy, seeded_randomness
 from conftest import whurs19_files
 
 CUDA = torch.cuda.is_available()
@@ -122,6 +122,19 @@ def test_the_precision_policy_and_its_tf32_switch() -> None:
         assert policy.tf32 is False
 
 
+def test_encoder_tuning_scales_gradients_under_fp16_autocast_only() -> None:
+    """fp16 autocast (CUDA without bf16) underflows small LayerNorm gradients without a gradient scaler."""
+    cpu = torch.device("cpu")
+    assert gradient_scaler(cpu, "fp16").is_enabled()
+    assert not any(gradient_scaler(cpu, p).is_enabled() for p in ("bf16", "fp32", "auto"))
+    layer = torch.nn.LayerNorm(4)
+    optimiser = torch.optim.SGD(layer.parameters(), lr=0.1)
+    for precision in ("fp16", "fp32"):
+        before = layer.weight.detach().clone()
+        optimiser_step((layer(torch.randn(8, 4)) * torch.randn(8, 4)).sum(), optimiser, gradient_scaler(cpu, precision))
+        assert not torch.equal(before, layer.weight), f"the step was taken under {precision}"
+
+
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_tf32_is_switched_for_the_block_and_restored() -> None:
     before = torch.backends.cuda.matmul.fp32_precision
@@ -176,7 +189,7 @@ def test_the_result_records_where_and_how_precisely_the_method_ran(method: str) 
     assert record["runtime"] == {"device": "cpu", "precision": "fp32", "autocast": "off", "tf32": False}
 
 
-FROZEN = ["zeroshot", "inmap", "transclip", "stata", "reclip-lp", "clip-enhance"]
+FROZEN = ["zeroshot", "inmap", "transclip", "stata", "auto", "reclip-lp", "clip-enhance"]
 FEW_SHOT = ["cmm", "tip-adapter", "tip-adapter-f", "linear-probe", "cross-modal-linear-probe", "transclip-fs"]
 
 
@@ -198,7 +211,7 @@ def test_cpu_and_cuda_predictions_agree_on_every_whurs19_file_in_fp32(path, meth
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("method", ["inmap", "transclip", "stata", "reclip-lp", "clip-enhance"])
+@pytest.mark.parametrize("method", ["inmap", "transclip", "stata", "auto", "reclip-lp", "clip-enhance"])
 def test_cpu_and_cuda_agree_in_fp32(method: str) -> None:
     from clipadapt.evaluation import evaluate
     from helpers import as_featureset, make_modality_gap

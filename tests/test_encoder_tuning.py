@@ -251,9 +251,11 @@ def test_strong_view_survives_posterize_at_full_magnitude():
     from PIL import Image
 
     from clipadapt.backbones import load_backbone
-    from clipadapt.methods.fair import posterize, strong_augmentation
+    from clipadapt.data.augment import posterize
+    from clipadapt.methods.fair import strong_augmentation
 
-    rand_augment = strong_augmentation(load_backbone("toyclip", device="cpu")).transforms[1].transforms[0]
+    strong = strong_augmentation(load_backbone("toyclip", device="cpu"))
+    rand_augment = strong.transforms[0].transforms[1].transforms[0]
     assert posterize in [op.aug_fn for op in rand_augment.ops]
     image = Image.new("RGB", (8, 8), (200, 100, 50))
     assert posterize(image, 0).getextrema() == ((0, 0), (0, 0), (0, 0))

@@ -93,6 +93,8 @@ def test_eval_report_adds_zero_shot_and_says_what_it_cannot_show(tmp_path: Path,
     page = report.read_text()
     assert "<td>zeroshot</td>" in page and "<td>inmap</td>" in page
     assert "No labels: accuracy unavailable." in page and "No labels: confusion matrices need them." in page
+    diagnostics = page.split("<h4>Label-free diagnostics</h4>")[1].split("</table>")[0]
+    assert "<td>inmap</td><td>30</td><td>24</td>" in diagnostics, "the label-free run's diagnostics are shown"
     assert 'data-section="prediction-counts"><h3>Predictions per class</h3><p class="note">How many' in page
     assert main([*argv, "--method", "inmap", "--report", str(tmp_path / "r.pdf")]) == 2
     assert "end it in .html" in capsys.readouterr().err

@@ -92,10 +92,13 @@ def test_domain_report_has_the_stable_keys(tmp_path: Path) -> None:
     torch.manual_seed(0)
     report = domain_report(ToyClip(ToyClipConfig(vocab=vocabulary(), **SMALL)), n=48, seed=100, crops=2)
     assert report["classes"] == len(CLASSES) and report["target_domains"] == list(TARGET_DOMAINS)
-    assert report["crop_retention"] >= 0 and report["flip_retention"] >= 0
+    assert report["crop_retention"] >= 0 and report["flip_retention"] >= 0 and report["strong_view_retention"] >= 0
+    assert report["embed_dim"] == SMALL["embed_dim"] and report["logit_scale"] == pytest.approx(1 / 0.07)
     for domain in DOMAINS:
-        assert set(report[domain]) == {"zero_shot", "linear_probe", "imbalance"}
-        assert 0 <= report[domain]["zero_shot"] <= 1 and 0 <= report[domain]["linear_probe"] <= 1
+        row = report[domain]
+        assert set(row) == {"zero_shot", "linear_probe", "calibration_gap", "top_cosine", "imbalance"}
+        assert 0 <= row["zero_shot"] <= 1 and 0 <= row["linear_probe"] <= 1
+        assert -1 <= row["calibration_gap"] <= 1 and -1 <= row["top_cosine"] <= 1
 
 
 @pytest.mark.skipif(not (BUNDLED / "report.json").exists(), reason="bundled weights not trained yet")

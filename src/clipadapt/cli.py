@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ad = sub.add_parser("adapt", help="run one method on your images and save the adapted classifier")
     ad.add_argument("--features", nargs="+", default=[], help="a feature file instead of --dataset")
-    ad.add_argument("--method", required=True, help="method name (clipadapt list methods)")
+    ad.add_argument("--method", default="auto", help="method name (clipadapt list methods; default: auto)")
     ad.add_argument("--shots", type=int, default=None, help="K labelled images per class (few-shot methods)")
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")

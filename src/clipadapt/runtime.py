@@ -91,6 +91,22 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def gradient_scaler(device: torch.device, precision: str = "auto") -> torch.amp.GradScaler:
+    """A gradient scaler for training under :func:`autocast`: active under fp16 autocast (where small
+    gradients, such as LayerNorms', underflow), a pass-through otherwise (bf16 and fp32 need none)."""
+    enabled = precision_policy(device, precision).autocast == "fp16"
+    return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+def optimiser_step(loss: torch.Tensor, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """One step on ``loss``: zero the gradients, backward through ``scaler``, step (skipped by the scaler
+    when a gradient overflowed), update the scale."""
+    optimiser.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(optimiser)
+    scaler.update()
+
+
 @contextlib.contextmanager
 def float32_matmuls(device: torch.device, precision: str = "auto") -> Iterator[Precision]:
     """Within the block, CUDA float32 matrix products and convolutions use TF32 as the policy says; the

@@ -27,3 +27,15 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
         "acc5": topk_accuracy(logits, labels, 5),
         "mean_per_class_recall": mean_per_class_recall(logits.argmax(dim=1), labels),
     }
+
+
+def clip_statistics(cosines: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+    """What is compared with real CLIP, from the (N, C) cosines of unit images to unit class prototypes:
+    zero-shot top-1 (NaN without labels), the mean max softmax probability at CLIP's logit scale 100,
+    their difference (``calibration_gap``; CLIP is slightly under-confident) and the mean cosine of an
+    image to its nearest prototype (``top_cosine``)."""
+    cosines = cosines.float()
+    top1 = float((cosines.argmax(1) == labels).double().mean()) if labels is not None else float("nan")
+    confidence = float(torch.softmax(100 * cosines, dim=1).max(1).values.double().mean())
+    return {"zero_shot": top1, "max_probability": confidence, "calibration_gap": confidence - top1,
+            "top_cosine": float(cosines.max(1).values.double().mean())}  # fmt: skip

@@ -1,6 +1,7 @@
 """Adaptation methods, registered by name. Importing this package registers every built-in method."""
 
 from clipadapt.methods import (  # noqa: F401  (registers)
+    auto,
     clip_enhance,
     cmm,
     fair,

@@ -49,12 +49,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from timm.data.auto_augment import posterize as timm_posterize
-from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms
 
 from clipadapt.backbones.base import Backbone
+from clipadapt.data.augment import strong_view
 from clipadapt.data.prompts import expand_prompts, read_prompts
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
@@ -72,7 +70,7 @@ from clipadapt.methods.encoder import (
 )
 from clipadapt.methods.registry import register_method
 from clipadapt.progress import progress
-from clipadapt.runtime import autocast
+from clipadapt.runtime import autocast, gradient_scaler, optimiser_step
 
 
 def crop_weights(cls: torch.Tensor, crop_cls: torch.Tensor) -> torch.Tensor:
@@ -126,23 +124,9 @@ def moving_average(previous: torch.Tensor | None, batch: torch.Tensor, momentum:
 
 
 def strong_augmentation(backbone: Backbone) -> transforms.Compose:
-    """DPA's strong view: RandomResizedCrop to the input size (scale 0.3–1, bicubic), flip, timm's RandAugment
-    ``rand-m9-mstd0.5-inc1``, then the backbone's preprocessing (whose resize and crop leave an image of the
-    input size as it is)."""
-    geometric, rand_augment, _ = transforms_imagenet_train(
-        backbone.image_size, scale=(0.3, 1.0), hflip=0.5, color_jitter=0.0, auto_augment="rand-m9-mstd0.5-inc1",
-        interpolation="bicubic", separate=True,
-    )  # fmt: skip
-    for op in rand_augment.transforms[0].ops:
-        if op.aug_fn is timm_posterize:
-            op.aug_fn = posterize
-    return transforms.Compose([geometric, rand_augment, backbone.preprocess])
-
-
-def posterize(image: Image.Image, bits: int, **kwargs: Any) -> Image.Image:
-    """timm's posterize, with what Pillow < 11 did for 0 bits (a black image): at magnitude 10, which the
-    noise of ``mstd0.5`` reaches, timm asks for 0 bits, which Pillow ≥ 11 refuses."""
-    return Image.new(image.mode, image.size) if bits < 1 else timm_posterize(image, bits, **kwargs)
+    """DPA's strong view (:func:`clipadapt.data.augment.strong_view`) at the backbone's input size, then the
+    backbone's preprocessing (whose resize and crop leave an image of the input size as it is)."""
+    return transforms.Compose([strong_view(backbone.image_size), backbone.preprocess])
 
 
 class WeakAndStrong:
@@ -205,6 +189,7 @@ class FAIR(Method):
                 [{"params": [*decayed, anchors], "weight_decay": self.weight_decay},
                  {"params": biases, "weight_decay": 0.0}], lr=self.lr,
             )  # fmt: skip
+            scaler = gradient_scaler(device, backbone.precision)
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimiser, self.epochs * steps_per_epoch, eta_min=self.min_lr
             )
@@ -225,9 +210,7 @@ class FAIR(Method):
                         self_training = (gamma * F.cross_entropy(logits, label, reduction="none")).mean()
                         fairness = fairness_loss(mean_probs)
                         loss = self_training + fairness
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
+                    optimiser_step(loss, optimiser, scaler)
                     schedule.step()
                     pseudo[rows] = label
                     for key, value in (("loss", loss), ("loss_self_training", self_training),

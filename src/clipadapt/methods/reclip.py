@@ -62,7 +62,7 @@ from clipadapt.methods.encoder import (
 from clipadapt.methods.reclip_lp import class_centres, propagation_scores
 from clipadapt.methods.registry import register_method
 from clipadapt.progress import progress
-from clipadapt.runtime import autocast
+from clipadapt.runtime import autocast, gradient_scaler, optimiser_step
 
 
 def shared_labels(vision: torch.Tensor, text: torch.Tensor, sharing: bool = True) -> torch.Tensor:
@@ -152,6 +152,7 @@ class ReCLIP(Method):
         iterations = 0
         with tuning(backbone, ["vision", "text"]) as params:
             optimiser = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+            scaler = gradient_scaler(backbone.device, backbone.precision)
             bar = progress(range(self.epochs + 1), desc="reclip", unit="epoch")
             for epoch in bar:  # the last pass only labels: the last model's pseudo-labels and centres
                 tuned_x, centres, labels = self._pseudo_labels(encoder, labelling, frozen, text0, propagate)
@@ -164,7 +165,7 @@ class ReCLIP(Method):
                 if not mask_on_cpu.any():
                     break
                 mean_loss, steps = self._train_epoch(
-                    training, encoder, frozen, labels, (mask, mask_on_cpu), centres, optimiser,
+                    training, encoder, frozen, labels, (mask, mask_on_cpu), centres, (optimiser, scaler),
                     self.max_iterations - iterations,
                 )  # fmt: skip
                 iterations += steps
@@ -190,7 +191,7 @@ class ReCLIP(Method):
         labels: tuple[torch.Tensor, torch.Tensor],
         mask: tuple[torch.Tensor, torch.Tensor],
         centres: torch.Tensor,
-        optimiser: torch.optim.Optimizer,
+        optimiser: tuple[torch.optim.Optimizer, torch.amp.GradScaler],
         max_steps: int,
     ) -> tuple[torch.Tensor, int]:
         """One shuffled pass over every row, at most ``max_steps`` batches: ReCLIP-V on ``labels[0]`` against
@@ -215,9 +216,7 @@ class ReCLIP(Method):
                 t = class_text_features(backbone, first)  # with gradients: the text LayerNorms train
                 loss_t = masked_cross_entropy(100.0 * frozen[rows] @ t.T, labels[1][rows], m)
                 loss = loss_v + loss_t
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+            optimiser_step(loss, *optimiser)
             total, steps = total + loss.detach(), steps + 1
         return total / max(steps, 1), taken
 

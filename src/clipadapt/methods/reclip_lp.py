@@ -100,7 +100,7 @@ class ReCLIPLabelPropagation(Method):
     setting = "transductive"
     summary = "ReCLIP's projection + label propagation pseudo-labels (sparse k-NN graph, conjugate gradient)"
 
-    k: int = 20  # the paper's neighbour count (the official code uses 10)
+    k: int = 20  # the paper's neighbour count, and the official code's (top-20 per row)
     alpha: float = 0.99
     cg_iterations: int = 20
     projection: str = "P2"  # P0 / P1 / P2 (the paper's Table 3 ablation)

@@ -177,8 +177,12 @@ class StatA(Method):
 
     @torch.no_grad()
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
+        return self.fit_on_graph(target, neighbour_graph(target.normalised()[0], self.neighbours, self.exact_knn_max))
+
+    @torch.no_grad()
+    def fit_on_graph(self, target: FeatureSet, graph: torch.Tensor) -> Fit:
+        """:meth:`fit` with the images' (N, N) sparse k-NN graph (:func:`neighbour_graph`) already built."""
         x, text = target.normalised()
-        graph = neighbour_graph(x, self.neighbours, self.exact_knn_max)
         if self.laplacian_weight != 1.0:
             graph = graph * self.laplacian_weight
         zeroshot = torch.mm(x, text.T).argmax(1)

@@ -260,8 +260,13 @@ class TransCLIPZeroShot(Method):
 
     @torch.no_grad()
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
+        # the graph before the (N, C) buffers exist
+        return self.fit_on_graph(target, neighbour_graph(target.normalised()[0], self.neighbours, self.exact_knn_max))
+
+    @torch.no_grad()
+    def fit_on_graph(self, target: FeatureSet, graph: torch.Tensor) -> Fit:
+        """:meth:`fit` with the images' (N, N) sparse k-NN graph (:func:`neighbour_graph`) already built."""
         x, text = target.normalised()
-        graph = neighbour_graph(x, self.neighbours, self.exact_knn_max)  # before the (N, C) buffers exist
         z, zeroshot = zeroshot_start(x, text)
         means, variance = initial_means(x, z, self.init_top), x.new_full((x.shape[1],), 1.0 / x.shape[1])
         z, means, _, predictions = solve(

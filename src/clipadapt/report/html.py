@@ -101,6 +101,31 @@ def _accuracy_table(view: DatasetView) -> str:
     return f"{note}<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
+def _diagnostics_table(view: DatasetView) -> str:
+    """The label-free runs' diagnostics (what can be told without labels) and their warnings, if any."""
+    runs = [run for run in view.runs if "diagnostics" in run.record]
+    if not runs:
+        return ""
+    head = ["method", "images", "class names", "effective classes (zero-shot)", "effective classes (method)",
+            "agreement with zero-shot %"]  # fmt: skip
+    rows, warnings = [], []
+    for run in runs:
+        d = run.record["diagnostics"]
+        cells = [html.escape(run.method), d["images"], d["classes"], f"{d['zeroshot_effective_classes']:.1f}",
+                 f"{d['effective_classes']:.1f}", _pct(d["agreement_with_zeroshot"])]  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        if "warning" in run.record:
+            warnings.append(
+                f'<p class="note warning">{html.escape(run.method)}: {html.escape(run.record["warning"])}</p>'
+            )
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return (
+        '<h4>Label-free diagnostics</h4><p class="note">Effective classes: exp of the entropy of the predicted-class '
+        "histogram (K when predictions fall evenly on K classes).</p>"
+        f"<table><tr>{header}</tr>{''.join(rows)}</table>{''.join(warnings)}"
+    )
+
+
 def _saved_cell(run: RunView) -> str:
     """The saved classifier's top-1 on the run's images (transductive runs), else the run's own."""
     own = run.record.get("classifier_metrics")
@@ -123,7 +148,8 @@ def write_report(views: list[DatasetView], path: str | Path, title: str = "clipa
         parts = [
             f'<section class="dataset" id="{key}"><h2>{html.escape(view.name)}</h2>',
             f'<p class="note">{len(view.classnames)} classes; {len(view.runs)} run(s).</p>',
-            f'<section data-section="accuracy"><h3>Accuracy by method</h3>{_accuracy_table(view)}</section>',
+            f'<section data-section="accuracy"><h3>Accuracy by method</h3>{_accuracy_table(view)}'
+            f"{_diagnostics_table(view)}</section>",
         ]
         for section, heading, draw, caption in SECTIONS:
             fig = draw(view)

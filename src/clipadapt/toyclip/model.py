@@ -25,6 +25,7 @@ class ToyClipConfig:
     heads: int = 4
     context_length: int = 16
     embed_dim: int = 64
+    logit_scale: float = 0.0  # 0: learned from 1/0.07 and clamped at 100, as CLIP's; else fixed at this value
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
@@ -124,7 +125,10 @@ class ToyClip(nn.Module):
         self.config = cfg
         self.visual = VisionTower(cfg)
         self.text = TextTower(cfg)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if cfg.logit_scale:  # a buffer under the same name, so that the state dict looks the same either way
+            self.register_buffer("logit_scale", torch.tensor(math.log(cfg.logit_scale)))
+        else:
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def contrastive_loss(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE over a batch of B matching (image, caption) pairs."""

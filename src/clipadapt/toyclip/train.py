@@ -20,12 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torchvision.transforms.v2 import RandAugment
 
+from clipadapt.data.augment import strong_view
 from clipadapt.data.prompts import expand_prompts
+from clipadapt.evaluation.metrics import clip_statistics
 from clipadapt.io import atomic_path, write_json
 from clipadapt.kernels.crops import random_crops, random_resized_crops
 from clipadapt.methods.linear_probe import fit_logistic
 from clipadapt.progress import progress
+from clipadapt.runtime import seeded_randomness
 from clipadapt.toyclip.model import ToyClip, ToyClipConfig, WordTokenizer
 from clipadapt.world import (
     CLASSES,
@@ -42,6 +46,8 @@ from clipadapt.world.captions import CAPTION_TEMPLATES, vocabulary
 
 WEIGHTS, CONFIG, REPORT = "toyclip.safetensors", "config.json", "report.json"
 TRAIN_CROP_AREA = (0.25, 1.0)  # random resized crops while training: fraction of the image area kept
+TRAIN_STRONG_SHARE = 0.0  # share of each batch also given RandAugment (2 ops, magnitude 9), as web images vary
+RAND_AUGMENT_GROUP = 16  # RandAugment draws one pair of operations per group of this many images
 CROP_SIDE = (0.5, 0.9)  # crop retention is measured on square crops of this fraction of the side (FAIR's)
 
 
@@ -62,12 +68,21 @@ def to_pixels(images: list, cfg: ToyClipConfig) -> torch.Tensor:
     return normalise(to_bytes(images), cfg)
 
 
-def augment(pixels: torch.Tensor, generator: torch.Generator, area: tuple[float, float]) -> torch.Tensor:
+def augment(
+    pixels: torch.Tensor, generator: torch.Generator, area: tuple[float, float], strong_share: float = 0.0
+) -> torch.Tensor:
     """(B, 3, S, S) uint8 → float in [0, 255]: a random resized crop of each image (``area`` of it kept),
-    mirrored with probability ½."""
+    mirrored with probability ½; a random ``strong_share`` of the crops then get RandAugment (torchvision's,
+    2 operations of magnitude 9, drawn per group of ``RAND_AUGMENT_GROUP`` images, from torch's global
+    generator)."""
     crops = random_resized_crops(pixels.float(), area, generator)
     flip = torch.rand(len(crops), generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+    crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+    strong = torch.nonzero(torch.rand(len(crops), generator=generator) < strong_share).squeeze(1)
+    rand_augment = RandAugment(num_ops=2, magnitude=9)
+    for group in strong.split(RAND_AUGMENT_GROUP):
+        crops[group] = rand_augment(crops[group].round().clamp(0, 255).to(torch.uint8)).float()
+    return crops
 
 
 def train(
@@ -78,6 +93,7 @@ def train(
     lr: float = 2e-3,
     weight_decay: float = 0.1,
     seed: int = 0,
+    strong_share: float = TRAIN_STRONG_SHARE,
     crop_area: tuple[float, float] = TRAIN_CROP_AREA,
 ) -> ToyClip:
     """Contrastive training on ``images`` source-domain scenes, rendered once; every epoch re-draws each
@@ -106,7 +122,7 @@ def train(
         bar = progress(range(images // batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="step")
         for step in bar:
             idx = order[step * batch_size : (step + 1) * batch_size]
-            batch = normalise(augment(pixels[idx], generator, crop_area), cfg)
+            batch = normalise(augment(pixels[idx], generator, crop_area, strong_share), cfg)
             loss = model.contrastive_loss(batch, tokens[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -148,6 +164,15 @@ def embed(model: ToyClip, pixels: torch.Tensor) -> torch.Tensor:
     return torch.cat([F.normalize(model.visual(chunk), dim=-1) for chunk in pixels.split(512)])
 
 
+@torch.no_grad()
+def strong_views(images: list, cfg: ToyClipConfig, seed: int) -> torch.Tensor:
+    """One strong view (FAIR's, :func:`clipadapt.data.augment.strong_view`) of each PIL image → (N, 3, S, S)
+    normalised pixels, reproducible from ``seed``."""
+    with seeded_randomness(seed):
+        view = strong_view(cfg.image_size)
+        return to_pixels([view(image) for image in images], cfg)
+
+
 def top1(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> float:
     """Zero-shot top-1 of (N, D) normalised features against (C, D) prototypes."""
     return float(((features @ prototypes.T).argmax(1) == labels).double().mean())
@@ -155,21 +180,27 @@ def top1(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor)
 
 @torch.no_grad()
 def domain_report(model: ToyClip, n: int = 4800, seed: int = 1, crops: int = 2) -> dict:
-    """World-level numbers of ``model`` on ``n`` fresh images per domain (world seed ``seed``): zero-shot and
-    oracle linear-probe top-1 per domain, and on the source domain the share of zero-shot top-1 that
-    survives ``crops`` random square crops of 50–90 % of the side per image (``crop_retention``) and a
-    horizontal flip (``flip_retention``)."""
+    """World-level numbers of ``model`` on ``n`` fresh images per domain (world seed ``seed``): per domain
+    zero-shot and oracle linear-probe top-1, and zero-shot's calibration at CLIP's logit scale 100
+    (``calibration_gap``: mean max probability − top-1) and ``top_cosine`` (mean cosine of an image to its
+    nearest prototype); on the source domain the share of zero-shot top-1 that survives ``crops`` random
+    square crops of 50–90 % of the side per image (``crop_retention``), a horizontal flip
+    (``flip_retention``) and FAIR's strong view (``strong_view_retention``)."""
     cfg = model.config
     prototypes = zero_shot_prototypes(model)
     report: dict = {"classes": len(CLASSES), "chance": 1 / len(CLASSES), "images": n, "seed": seed,
-                    "crops": crops, "target_domains": list(TARGET_DOMAINS)}  # fmt: skip
+                    "crops": crops, "target_domains": list(TARGET_DOMAINS), "embed_dim": cfg.embed_dim,
+                    "logit_scale": float(model.logit_scale.exp())}  # fmt: skip
     for domain in DOMAINS:
         sample = make_domain(domain, n, seed=seed, size=cfg.image_size)
         pixels, labels = to_pixels(sample.images, cfg), torch.from_numpy(sample.labels)
         feats = embed(model, pixels)
+        statistics = clip_statistics(feats @ prototypes.T, labels)
         report[domain] = {
-            "zero_shot": top1(feats, labels, prototypes),
+            "zero_shot": statistics["zero_shot"],
             "linear_probe": linear_probe(feats, labels),
+            "calibration_gap": statistics["calibration_gap"],
+            "top_cosine": statistics["top_cosine"],
             "imbalance": domain_imbalance(domain),
         }
         if domain == "source":
@@ -178,6 +209,9 @@ def domain_report(model: ToyClip, n: int = 4800, seed: int = 1, crops: int = 2) 
             report["crop_zero_shot"] = top1(embed(model, cut), labels.repeat_interleave(crops), prototypes)
             report["crop_retention"] = report["crop_zero_shot"] / full
             report["flip_retention"] = top1(embed(model, pixels.flip(-1)), labels, prototypes) / full
+            strong = embed(model, strong_views(sample.images, cfg, seed))
+            report["strong_view_zero_shot"] = top1(strong, labels, prototypes)
+            report["strong_view_retention"] = report["strong_view_zero_shot"] / full
     return report
 
 
@@ -252,7 +286,7 @@ full images' top-1; on mirrored images the retention is {report["flip_retention"
 
 
 ARCHITECTURE = ("image_size", "patch_size", "vision_width", "vision_layers", "text_width", "text_layers", "embed_dim")
-TRAINING = ("images", "epochs", "batch_size", "lr", "weight_decay", "seed")
+TRAINING = ("images", "epochs", "batch_size", "lr", "weight_decay", "seed", "strong_share")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight_decay", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strong_share", type=float, default=TRAIN_STRONG_SHARE,
+                        help="share of each batch given RandAugment besides the crop and flip")  # fmt: skip
     parser.add_argument("--eval_images", type=int, default=4800)
     parser.add_argument("--eval_seed", type=int, default=1, help="world seed of the card's evaluation images")
     parser.add_argument("--evaluate_only", action="store_true",
@@ -271,13 +307,17 @@ def main(argv: list[str] | None = None) -> None:
     defaults = ToyClipConfig()
     for name in ARCHITECTURE:
         parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--logit_scale", type=float, default=defaults.logit_scale,
+                        help="0: learned from 1/0.07, clamped at 100 (as CLIP); else fixed at this value")  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.evaluate_only:
         model = load(out)
         training = json.loads((out / REPORT).read_text())["training"]
     else:
-        cfg = ToyClipConfig(vocab=vocabulary(), **{k: getattr(args, k) for k in ARCHITECTURE})
+        cfg = ToyClipConfig(
+            vocab=vocabulary(), logit_scale=args.logit_scale, **{k: getattr(args, k) for k in ARCHITECTURE}
+        )
         start = time.perf_counter()
         model = train(cfg, *(getattr(args, k) for k in TRAINING))
         command = "python -m clipadapt.toyclip.train " + " ".join(argv if argv is not None else sys.argv[1:])
