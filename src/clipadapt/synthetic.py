@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -113,8 +112,3 @@ def clip_statistics(features: FeatureSet) -> dict[str, float]:
     """:func:`clipadapt.evaluation.metrics.clip_statistics` of a problem's zero-shot cosines."""
     x, t = features.normalised()
     return cosine_statistics(x @ t.T, features.labels)
-
-
-def subsample(features: FeatureSet, rows: np.ndarray) -> FeatureSet:
-    """The rows ``rows`` of a problem (a convenience for episodes drawn by hand)."""
-    return features.subset(torch.as_tensor(rows))

@@ -165,7 +165,7 @@ class ReCLIP(Method):
                 if not mask_on_cpu.any():
                     break
                 mean_loss, steps = self._train_epoch(
-                    training, encoder, frozen, labels, (mask, mask_on_cpu), centres, (optimiser, scaler),
+                    training, encoder, frozen, labels, (mask, mask_on_cpu), centres, optimiser, scaler,
                     self.max_iterations - iterations,
                 )  # fmt: skip
                 iterations += steps
@@ -191,7 +191,8 @@ class ReCLIP(Method):
         labels: tuple[torch.Tensor, torch.Tensor],
         mask: tuple[torch.Tensor, torch.Tensor],
         centres: torch.Tensor,
-        optimiser: tuple[torch.optim.Optimizer, torch.amp.GradScaler],
+        optimiser: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
         max_steps: int,
     ) -> tuple[torch.Tensor, int]:
         """One shuffled pass over every row, at most ``max_steps`` batches: ReCLIP-V on ``labels[0]`` against
@@ -216,7 +217,7 @@ class ReCLIP(Method):
                 t = class_text_features(backbone, first)  # with gradients: the text LayerNorms train
                 loss_t = masked_cross_entropy(100.0 * frozen[rows] @ t.T, labels[1][rows], m)
                 loss = loss_v + loss_t
-            optimiser_step(loss, *optimiser)
+            optimiser_step(loss, optimiser, scaler)
             total, steps = total + loss.detach(), steps + 1
         return total / max(steps, 1), taken
 

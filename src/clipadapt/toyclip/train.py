@@ -78,10 +78,11 @@ def augment(
     crops = random_resized_crops(pixels.float(), area, generator)
     flip = torch.rand(len(crops), generator=generator) < 0.5
     crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
-    strong = torch.nonzero(torch.rand(len(crops), generator=generator) < strong_share).squeeze(1)
-    rand_augment = RandAugment(num_ops=2, magnitude=9)
-    for group in strong.split(RAND_AUGMENT_GROUP):
-        crops[group] = rand_augment(crops[group].round().clamp(0, 255).to(torch.uint8)).float()
+    if strong_share > 0:
+        strong = torch.nonzero(torch.rand(len(crops), generator=generator) < strong_share).squeeze(1)
+        rand_augment = RandAugment(num_ops=2, magnitude=9)
+        for group in strong.split(RAND_AUGMENT_GROUP):
+            crops[group] = rand_augment(crops[group].round().clamp(0, 255).to(torch.uint8)).float()
     return crops
 
 
