@@ -11,13 +11,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from clipadapt.artifact import adaptation_card
+from clipadapt.artifact import adaptation_card, load_classifier, save_classifier
 from clipadapt.backbones import load_backbone
 from clipadapt.data import open_source
 from clipadapt.demo import write_domain_manifest
 from clipadapt.evaluation import evaluate
 from clipadapt.features import extract
-from clipadapt.methods import Classifier, get_method
+from clipadapt.methods import get_method
 from clipadapt.predict import predict
 from clipadapt.world import WORLD_TEMPLATES
 
@@ -39,8 +39,8 @@ record, prediction = evaluate(features, "inmap", seed=0)
 print(f"inmap, through the runner: top-1 {100 * record['metrics']['acc1']:.1f} % in {record['seconds']:.2f} s")
 
 # 3. save the classifier with its card, reload it (checking the backbone), and predict new image files
-folder = prediction.classifier.save(out / "classifier", adaptation_card(features, record))
-reloaded = Classifier.load(folder, backbone=backbone)
+folder = save_classifier(prediction.classifier, out / "classifier", adaptation_card(features, record))
+reloaded = load_classifier(folder, backbone=backbone)
 rows = predict(folder, [str(new_images)], top_k=2)  # files, folders, globs or CSVs; loads the backbone
 print(f"{len(rows)} new images; first: {rows[0]['path']} -> {rows[0]['label_1']} ({rows[0]['probability_1']:.2f})")
 assert reloaded.method == "inmap" and not any(row["error"] for row in rows)

@@ -88,10 +88,10 @@ def test_adapt_reload_in_a_fresh_process_and_predict_like_the_in_memory_classifi
 def test_predict_applies_the_precision_policy_of_the_card(domains, tmp_path: Path) -> None:
     """Adapted under bf16 autocast (here on the CPU), a classifier predicts under bf16 too, and then agrees
     with the adaptation's own classifier to 1e-4; forcing fp32 visibly changes the probabilities."""
+    from clipadapt.artifact import load_classifier
     from clipadapt.backbones import load_backbone
     from clipadapt.data import open_source
     from clipadapt.features import extract
-    from clipadapt.methods import Classifier
     from clipadapt.predict import predict
     from clipadapt.world import WORLD_TEMPLATES
 
@@ -105,7 +105,7 @@ def test_predict_applies_the_precision_policy_of_the_card(domains, tmp_path: Pat
 
     backbone = load_backbone("toyclip", device="cpu", precision="bf16")
     new = extract(backbone, open_source(str(new_csv)), list(WORLD_TEMPLATES))
-    expected = Classifier.load(folder).logits(new.image_features).softmax(1).max(1).values
+    expected = load_classifier(folder).logits(new.image_features).softmax(1).max(1).values
     by_card = torch.tensor([r["probability_1"] for r in predict(folder, [str(new_csv)], top_k=1, device="cpu")])
     assert torch.allclose(by_card, expected, atol=1e-4)
     in_fp32 = predict(folder, [str(new_csv)], top_k=1, device="cpu", precision="fp32")
@@ -150,9 +150,9 @@ def test_an_unreadable_image_is_listed_with_its_reason(saved: Path, domains, tmp
 def test_a_wrong_backbone_is_a_clear_error_and_writes_nothing(
     saved: Path, domains, tmp_path: Path, capsys, tiny_openclip: str
 ) -> None:
+    from clipadapt.artifact import load_classifier
     from clipadapt.backbones import load_backbone
     from clipadapt.errors import ClipAdaptError
-    from clipadapt.methods import Classifier
 
     out = tmp_path / "out.csv"
     argv = ["predict", "--classifier", str(saved), str(domains[1]), "--output", str(out)]
@@ -161,8 +161,8 @@ def test_a_wrong_backbone_is_a_clear_error_and_writes_nothing(
     assert "was adapted on 'toyclip'" in err and tiny_openclip in err
     assert not list(tmp_path.iterdir()), "no output, not even a partial one"
     with pytest.raises(ClipAdaptError, match="adapted on 'toyclip'"):
-        Classifier.load(saved, backbone=load_backbone(tiny_openclip, "random", device="cpu"))
-    assert Classifier.load(saved, backbone=load_backbone("toyclip", device="cpu")).method == "zeroshot"
+        load_classifier(saved, backbone=load_backbone(tiny_openclip, "random", device="cpu"))
+    assert load_classifier(saved, backbone=load_backbone("toyclip", device="cpu")).method == "zeroshot"
 
 
 def test_an_interrupted_prediction_resumes_where_it_stopped(

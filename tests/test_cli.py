@@ -116,7 +116,7 @@ def test_list(what: str, capsys) -> None:
         (["eval"], "needs --features FILE or --dataset"),
         (["eval", "--dataset", "{i}", "--model", "ViT-B-23", "--pretrained", "openai"], "unknown model 'ViT-B-23'"),
         (["eval", "--dataset", "{d}/empty", "--model", "ViT-B-32", "--pretrained", "openai"], "no images found"),
-        (["eval", "--features", "{f}", "--hparam", "logit_scale=abc"], "not a valid float"),
+        (["eval", "--features", "{f}", "--hparam", "logit_scale=abc"], "is not a float"),
         (["build", "{d}/nothing.json"], "cannot read result file"),
         (["eval", "--dataset", "{i}", "--model", "toyclip", "--views", "4", "--view_augment", "flip"], "use --views 1"),
         (["eval", "--features", "{f}", "--method", "inmap", "--device", "gpu"], "unknown device 'gpu'"),

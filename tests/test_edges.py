@@ -58,8 +58,8 @@ def test_the_card_says_what_its_metrics_are_and_what_predict_will_give(
     method: str, gap_file: Path, tmp_path: Path, capsys
 ) -> None:
     from clipadapt.artifact import load_classifier
-    from clipadapt.evaluation.metrics import classification_metrics
     from clipadapt.features import load_feature_file
+    from clipadapt.kernels.metrics import classification_metrics
 
     folder, report = tmp_path / "clf", tmp_path / "clf" / "report.html"
     argv = ["adapt", "--features", str(gap_file), "--method", method, "--output", str(folder)]

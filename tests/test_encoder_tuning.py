@@ -186,6 +186,34 @@ def test_fair_history_has_both_loss_terms_and_gamma_for_every_epoch(image_folder
     assert all(0 < g <= 1 for g in history["gamma_mean"])
 
 
+def test_per_epoch_histories_score_the_model_and_measure_how_far_the_layernorms_move(image_folder):
+    """Both methods record each epoch's model predictions (scored as epoch_acc1 when labels exist) and the
+    relative shift of their tuned parameters, 0 before any step; ReCLIP's last predictions are its output."""
+    from clipadapt.backbones import load_backbone
+
+    features = _features(load_backbone("toyclip", device="cpu"), image_folder)
+    for name, hp, epochs in (
+        ("reclip", {"epochs": 2, "k": 3}, 3),
+        ("fair", {"epochs": 2, "crops": 3, "batch_size": 8}, 2),
+    ):
+        prediction = fit_and_predict(features, build_method(name, hp))
+        record = run_method(features, name, hparams=hp)
+        shift, acc = record["history"]["layernorm_shift"], record["history"]["epoch_acc1"]
+        assert len(shift) == len(acc) == epochs and all(0 <= a <= 1 for a in acc)
+        assert shift[-1] > 0 and (name == "fair" or shift[0] == 0)
+        assert acc[-1] == pytest.approx(float((prediction.logits.argmax(1) == features.labels).float().mean()))
+
+
+def test_reclip_official_schedule_runs_the_codes_epochs(image_folder):
+    """schedule="official": min(100, ⌊N/5000⌋ + 2) epochs, here 2 (the paper's min(50 epochs, 5000 steps)
+    is the default)."""
+    from clipadapt.backbones import load_backbone
+
+    features = _features(load_backbone("toyclip", device="cpu"), image_folder)
+    fit = build_method("reclip", {"schedule": "official", "k": 3}).fit(features.without_labels())
+    assert fit.classifier.hparams["epochs_run"] == 2 and len(fit.history["loss"]) == 2
+
+
 def test_reclip_v_centres_are_mean_original_features_of_every_propagated_node(image_folder):
     """The official cluster centroids: unprojected features of all nodes label propagation assigns to a class,
     the text anchors included, from the last model; inference is the mean of both sides' cosine logits."""

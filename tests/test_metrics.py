@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clipadapt.evaluation.metrics import classification_metrics, mean_per_class_recall, topk_accuracy
+from clipadapt.kernels.metrics import classification_metrics, mean_per_class_recall, topk_accuracy
 from clipadapt.methods import build_method
 from helpers import make_feature_arrays
 

@@ -8,8 +8,8 @@ import torch
 
 from clipadapt.backbones import load_backbone
 from clipadapt.backbones.toyclip import BUNDLED
-from clipadapt.toyclip.model import ToyClip, ToyClipConfig, WordTokenizer
-from clipadapt.toyclip.train import linear_probe, load, save, train
+from clipadapt.toyclip.model import ToyClip, ToyClipConfig, WordTokenizer, load, save
+from clipadapt.toyclip.train import linear_probe, train
 from clipadapt.world import vocabulary
 
 SMALL = {"image_size": 32, "patch_size": 8, "vision_width": 32, "vision_layers": 1, "text_width": 32, "text_layers": 1,

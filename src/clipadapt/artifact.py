@@ -2,7 +2,9 @@
 
 Any :class:`~clipadapt.methods.base.Classifier` dataclass saves generically: tensor fields and dicts of
 tensors (a tuned LayerNorm state) go to safetensors under their field name (``field.key`` for dicts),
-every other field to the card, with the class to rebuild and any extra metadata the caller adds
+every other field to the card, with the name of the class to rebuild (resolved through
+:data:`~clipadapt.methods.base.CLASSIFIERS`, never imported from a path the card gives) and any extra
+metadata the caller adds
 (:func:`adaptation_card`: backbone, prompts, method, data fingerprint, …). Both files are written
 atomically, the card last: a folder with a card is complete.
 
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -29,7 +30,8 @@ from clipadapt.backbones.base import Backbone
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.io import atomic_path, write_json
-from clipadapt.methods.base import Classifier
+from clipadapt.methods import Classifier
+from clipadapt.methods.base import CLASSIFIERS
 
 TENSORS, CARD, RESULT = "classifier.safetensors", "card.json", "result.json"
 log = logging.getLogger("clipadapt")
@@ -51,7 +53,7 @@ def save_classifier(classifier: Classifier, folder: str | os.PathLike, metadata:
         else:
             fields[f.name] = value
     cls = type(classifier)
-    card = {"class": f"{cls.__module__}.{cls.__qualname__}", "fields": fields, **(metadata or {})}
+    card = {"class": cls.__name__, "fields": fields, **(metadata or {})}
     with atomic_path(folder / TENSORS) as tmp:
         save_file(tensors, str(tmp))
     write_json(folder / CARD, card)
@@ -70,10 +72,12 @@ def load_classifier(folder: str | os.PathLike, backbone: Backbone | None = None)
     card = read_card(folder)
     if backbone is not None:
         check_backbone(card, backbone, folder)
-    module, _, name = card["class"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    if not (isinstance(cls, type) and issubclass(cls, Classifier)):
-        raise ClipAdaptError(f"{str(folder)!r}: {card['class']!r} is not a classifier")
+    name = str(card.get("class", "")).rpartition(".")[2]  # older cards give a dotted path
+    if name not in CLASSIFIERS:
+        known = ", ".join(sorted(CLASSIFIERS))
+        raise ClipAdaptError(f"{str(folder)!r}: its card names the class {card.get('class')!r}, not a classifier "
+                             f"of this clipadapt ({known})")  # fmt: skip
+    cls = CLASSIFIERS[name]
     tensors = load_file(str(Path(folder) / TENSORS))
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):

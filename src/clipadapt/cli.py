@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
@@ -219,10 +218,9 @@ def _feature_sets(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from clipadapt.evaluation import evaluate, evaluate_protocol, output_path
     from clipadapt.evaluation.episodes import Protocol, parse_classes
-    from clipadapt.io import write_json
-    from clipadapt.methods import get_method, route_hparams
+    from clipadapt.evaluation.grid import RunGrid, run_one
+    from clipadapt.methods import route_hparams
 
     if not args.features and not args.dataset:
         raise ClipAdaptError("eval needs --features FILE or --dataset NAME|PATH")
@@ -230,54 +228,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.report and "zeroshot" not in names:
         names.insert(0, "zeroshot")  # the report compares every method with zero-shot CLIP
         log.info("adding zeroshot for the report's before/after comparison")
-    methods = [get_method(m) for m in names]  # unknown names fail before any work
-    hparams = route_hparams(names, args.hparam)
     seeds = args.seed or ([1, 2, 3] if args.shots else [0])
+    grid = RunGrid(names, seeds, args.shots or [None], args.output, args.skip_existing, args.overwrite)
+    hparams = route_hparams(names, args.hparam)
     protocol = Protocol(args.episodes, args.episode_size, parse_classes(args.episode_classes), args.imbalance)
     if not protocol.whole and args.shots:
         raise ClipAdaptError("--episodes and --imbalance are for label-free methods; they do not go with --shots")
     report = _report(args.report, "clipadapt eval", args.overwrite or args.skip_existing)
-    records, planned_paths = [], set()
+
+    def finished(out: Path) -> bool:
+        """A run whose result exists is skipped, unless the report needs it and cannot read it back."""
+        if report is None or _read_back(out, report):
+            return True
+        log.info("re-running for the report: %s has no %s beside it", out, view_path(out).name)
+        return False
+
+    records = []
     for dataset, model, pretrained, load in _feature_sets(args):
-        runs = []
-        for cls, shots, seed in itertools.product(methods, args.shots or [None], seeds):
-            plan = {"dataset": dataset, "model": model, "pretrained": pretrained, "method": cls.name,
-                    "setting": cls.setting, "seed": seed, "shots": shots}  # fmt: skip
-            out = output_path(args.output, plan) if args.output else None
-            if out is not None:
-                if out in planned_paths:
-                    raise ClipAdaptError(f"several runs would write {str(out)!r}; add placeholders to --output")
-                planned_paths.add(out)
-                if out.exists() and args.skip_existing:
-                    if report is None or _read_back(out, report):
-                        log.info("skipping %s: %s exists", cls.name, out)
-                        continue
-                    log.info("re-running %s for the report: %s has no %s beside it", cls.name, out, view_path(out).name)
-                elif out.exists() and not args.overwrite:
-                    raise ClipAdaptError(
-                        f"{str(out)!r} exists; pass --overwrite to replace it or --skip_existing to keep it"
-                    )
-            runs.append((cls.name, shots, seed, out))
+        runs = grid.plan(dataset, model, pretrained, finished)
         if not runs:
             continue
         features = load()  # under torchrun every rank extracts its share; rank 0 alone runs the methods
         if not distributed.ranks().main:
             continue
-        for method, shots, seed, out in runs:
-            if protocol.whole:
-                record, prediction = evaluate(
-                    features, method, seed=seed, hparams=hparams[method], shots=shots, device=args.device,
-                    precision=args.precision,
-                )  # fmt: skip
-            else:
-                record, prediction = evaluate_protocol(
-                    features, method, protocol, seed=seed, hparams=hparams[method], device=args.device,
-                    precision=args.precision,
-                )  # fmt: skip
-            if out is not None:
-                write_json(out, record)
+        for run in runs:
+            record, prediction = run_one(features, run, hparams[run.method], protocol, args.device, args.precision)
             if report is not None and prediction is not None:
-                report.add(record, prediction, keep=None if out is None else view_path(out))
+                report.add(record, prediction, keep=None if run.output is None else view_path(run.output))
             records.append(record)
     _print_summary(records, args.json)
     if report is not None:
@@ -466,7 +443,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         methods = list_methods()
         if args.json:
             print(json.dumps([{"name": c.name, "setting": c.setting, "label_free": c.label_free,
-                               "needs_encoder": c.needs_encoder, "summary": c.summary} for c in methods]))  # fmt: skip
+                               "needs_encoder": c.needs_encoder, "summary": c.summary, "paper": c.paper,
+                               "code": c.code, "faithfulness": f"docs/faithfulness.md#{c.faithfulness}"}
+                              for c in methods]))  # fmt: skip
         for cls in [] if args.json else methods:
             print(f"{cls.name:24s} {cls.setting:13s} {cls.summary}")
         return 0

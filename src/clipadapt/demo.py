@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from clipadapt.errors import ClipAdaptError, MethodUnavailable
-from clipadapt.evaluation import evaluate, output_path, render_markdown
+from clipadapt.evaluation import render_markdown
 from clipadapt.evaluation.results import table_row
 from clipadapt.io import atomic_open, write_json
 from clipadapt.world import CLASSES, TARGET_DOMAINS, WORLD_TEMPLATES, domain_imbalance, make_domain
@@ -93,8 +93,9 @@ def run_demo(
 ) -> list[dict[str, Any]]:
     from clipadapt.backbones import load_backbone
     from clipadapt.data import open_source
+    from clipadapt.evaluation.grid import RunGrid, run_one
     from clipadapt.features import FeatureStore, extract
-    from clipadapt.methods import get_method, list_methods, route_hparams
+    from clipadapt.methods import list_methods, route_hparams
     from clipadapt.report import Report
 
     domains = list(TARGET_DOMAINS) if domains == ["all"] else list(domains or DEFAULT_DOMAINS)
@@ -104,6 +105,8 @@ def run_demo(
     methods = methods or [cls.name for cls in list_methods()]
     routed = route_hparams(methods, hparams or [])
     out = Path(output_dir)
+    # few-shot methods take K shots from the labelled pool; the demo's own folder is rewritten every run
+    grid = RunGrid(methods, [seed], [shots], str(out / RESULT_TEMPLATE), overwrite=True, few_shot_only=True)
     backbone = load_backbone("toyclip", device=device, precision=precision)
     store = FeatureStore(out / "cache")
     records: list[dict[str, Any]] = []
@@ -115,17 +118,12 @@ def run_demo(
         source = open_source(str(manifest))
         source.name = f"world-{manifest.stem}"
         features = extract(backbone, source, list(WORLD_TEMPLATES), store, batch_size=batch_size, views=views)
-        for method in methods:
+        for run in grid.plan(source.name, "toyclip", "bundled"):
             try:
-                few_shot = get_method(method).setting == "few-shot"  # K shots from the labelled pool
-                record, prediction = evaluate(
-                    features, method, seed=seed, hparams=routed[method], shots=shots if few_shot else None,
-                    device=device, precision=precision,
-                )  # fmt: skip
+                record, prediction = run_one(features, run, routed[run.method], device=device, precision=precision)
             except MethodUnavailable as exc:
-                log.info("skipping %s on %s: %s", method, domain, exc)
+                log.info("skipping %s on %s: %s", run.method, domain, exc)
                 continue
-            write_json(out / output_path(RESULT_TEMPLATE, record), record)
             report.add(record, prediction)
             records.append(record)
     contact_sheet(out / "domains", names, out / "samples.png")

@@ -1,5 +1,5 @@
-"""Generated CLIP-like feature problems, for development and tests (GUIDE §7–8: develop on generated
-problems, never on the evaluation data).
+"""Generated CLIP-like feature problems, for development and tests: methods are developed on
+generated problems, never on the evaluation data.
 
 A problem is a :class:`~clipadapt.features.featureset.FeatureSet` of N image features and C class
 prototypes in D = 512 dimensions (CLIP ViT-B's), built to have the statistics the label-free methods'
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from clipadapt.evaluation.metrics import clip_statistics as cosine_statistics
 from clipadapt.features.featureset import FeatureSet
+from clipadapt.kernels.metrics import clip_statistics as cosine_statistics
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,6 @@ def generate_problem(spec: ProblemSpec = ProblemSpec()) -> FeatureSet:
 
 @torch.no_grad()
 def clip_statistics(features: FeatureSet) -> dict[str, float]:
-    """:func:`clipadapt.evaluation.metrics.clip_statistics` of a problem's zero-shot cosines."""
+    """:func:`clipadapt.kernels.metrics.clip_statistics` of a problem's zero-shot cosines."""
     x, t = features.normalised()
     return cosine_statistics(x @ t.T, features.labels)

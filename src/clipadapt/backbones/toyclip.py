@@ -20,11 +20,10 @@ class ToyClipBackbone(Backbone):
     library = "toyclip"
 
     def __init__(self, weights: str | None, device: torch.device, precision: str = "auto") -> None:
-        from clipadapt.toyclip.model import WordTokenizer
-        from clipadapt.toyclip.train import load
+        from clipadapt.toyclip.model import WEIGHTS, WordTokenizer, load
 
         folder = Path(weights) if weights else BUNDLED
-        if not (folder / "toyclip.safetensors").is_file():
+        if not (folder / WEIGHTS).is_file():
             what = "ToyCLIP has no random weights" if weights == "random" else f"no ToyCLIP weights in {weights!r}"
             raise ClipAdaptError(
                 f"{what}: leave out --pretrained to use the bundled weights, or give --pretrained the folder of "
@@ -57,4 +56,6 @@ class ToyClipBackbone(Backbone):
         return self.model.visual.ln_post
 
     def weights_fingerprint(self) -> str:
-        return path_fingerprint(self.folder / "toyclip.safetensors")
+        from clipadapt.toyclip.model import WEIGHTS
+
+        return path_fingerprint(self.folder / WEIGHTS)

@@ -1,8 +1,8 @@
-"""Realistic target sets: episodes of a few classes, and long-tailed subsamples (GUIDE §6).
+"""Realistic target sets: episodes of a few classes, and long-tailed subsamples.
 
 A user's unlabelled folder is rarely a benchmark's whole, balanced test split. StatA (Zanella et al., CVPR
-2025) made this a protocol, which :func:`draw_episode` follows as its ``BatchSampler`` does
-(``shared/papers/official-code-facts.md`` §9): per episode, K ~ U{K_min..K_max} classes are chosen at random
+2025, arXiv:2501.03729) made this a protocol, which :func:`draw_episode` follows as its official
+``BatchSampler`` does (``MaxZanella/StatA``): per episode, K ~ U{K_min..K_max} classes are chosen at random
 among those present (all of them when K reaches their number), then B images are drawn uniformly, without
 replacement, from all images of those classes (all of them if fewer). Every class name is still given to
 the method. :func:`long_tailed_rows` draws a long-tailed subsample: class sizes fall geometrically from

@@ -2,7 +2,7 @@
 
 With a ``split`` in the features, the K shots and the validation images come from the ``train`` rows and
 the ``test`` rows are scored. Without one (e.g. the WHU-RS19 files), K shots and the validation images are
-drawn from all rows and every other row is scored (GUIDE §3). Validation has min(K, 4) images per class, as
+drawn from all rows and every other row is scored. Validation has min(K, 4) images per class, as
 in CoOp; every hyperparameter search of a few-shot method uses it, never the test rows.
 """
 

@@ -12,10 +12,9 @@ from clipadapt.errors import ClipAdaptError, MethodUnavailable
 from clipadapt.evaluation.diagnostics import label_free_diagnostics
 from clipadapt.evaluation.episodes import Protocol, target_sets
 from clipadapt.evaluation.fewshot import few_shot_sets, test_rows
-from clipadapt.evaluation.metrics import classification_metrics
 from clipadapt.features.featureset import FeatureSet
+from clipadapt.kernels.metrics import classification_metrics
 from clipadapt.methods import Classifier, Method, build_method
-from clipadapt.methods.encoder import TunedClassifier
 from clipadapt.runtime import Precision, float32_matmuls, resolve_device, seed_everything
 
 log = logging.getLogger("clipadapt")
@@ -43,13 +42,6 @@ def train_subset(features: FeatureSet) -> FeatureSet:
     if features.split is None or not (features.split == "train").any():
         raise MethodUnavailable(f"inductive adaptation needs a train split; {features.dataset!r} has none")
     return features.subset(features.split == "train")
-
-
-def test_logits(classifier: Classifier, test: FeatureSet) -> torch.Tensor:
-    """(N, C) logits of the test rows; a tuned-encoder classifier encodes their images itself."""
-    if isinstance(classifier, TunedClassifier) and test.encoder is not None:
-        return classifier.image_logits(test.encoder, test.normalised()[0])
-    return classifier.logits(test.image_features)
 
 
 def run_precision(features: FeatureSet, precision: str | None) -> str:
@@ -88,7 +80,7 @@ def fit_and_predict(
     if method.setting == "few-shot" and shots is None:
         raise MethodUnavailable(f"method {method.name!r} is few-shot: give --shots K")
     support = validation = None
-    inductive = bool(getattr(method, "inductive", False))
+    inductive = method.adapts_on_train_split
     if shots is None:
         test = test_subset(features)
         target = train_subset(features) if inductive else test
@@ -107,7 +99,7 @@ def fit_and_predict(
         start = time.perf_counter()
         fit = method.fit(target_on.without_labels(), support_on, validation_on)
         transductive_logits = None if inductive else fit.target_logits
-        logits = transductive_logits if transductive_logits is not None else test_logits(fit.classifier, test_on)
+        logits = transductive_logits if transductive_logits is not None else fit.classifier.rows_logits(test_on)
         logits = logits.float().cpu()  # waits for the device: part of the time taken
         seconds = time.perf_counter() - start
     classifier = fit.classifier.to("cpu")
@@ -124,21 +116,25 @@ def classifier_metrics(prediction: Prediction) -> dict[str, float] | None:
         return None
     test = prediction.test.to(prediction.device)
     with float32_matmuls(prediction.device, prediction.precision.requested):
-        logits = test_logits(prediction.classifier.to(prediction.device), test).float().cpu()
+        logits = prediction.classifier.to(prediction.device).rows_logits(test).float().cpu()
     metrics = classification_metrics(logits, prediction.test.labels) if prediction.test.labels is not None else {}
     agreement = (logits.argmax(1) == prediction.logits.argmax(1)).double().mean()
     return {**metrics, "agreement_with_transductive": float(agreement)}
 
 
+LABEL_SERIES = {"pseudo_labels": "pseudo_label_acc1", "predictions": "epoch_acc1"}  # per-epoch labels → top-1
+
+
 def history_record(history: dict[str, list], target: FeatureSet) -> dict[str, list[float]]:
-    """The numeric per-epoch series of a fit's history; per-epoch ``pseudo_labels`` become their top-1
-    against the target's labels when it has them (for plots: nothing is selected on them)."""
-    out = {k: [float(v) for v in series] for k, series in history.items() if k != "pseudo_labels"}
-    if "pseudo_labels" in history and target.labels is not None:
+    """The numeric per-epoch series of a fit's history; per-epoch ``pseudo_labels`` and ``predictions``
+    become their top-1 against the target's labels when it has them (``pseudo_label_acc1``,
+    ``epoch_acc1``; for plots: nothing is selected on them)."""
+    out = {k: [float(v) for v in series] for k, series in history.items() if k not in LABEL_SERIES}
+    if target.labels is not None:
         labels_cpu = target.labels.cpu()
-        out["pseudo_label_acc1"] = [
-            float((torch.as_tensor(labels).cpu() == labels_cpu).float().mean()) for labels in history["pseudo_labels"]
-        ]
+        for key, name in LABEL_SERIES.items():
+            if key in history:
+                out[name] = [float((torch.as_tensor(lab).cpu() == labels_cpu).float().mean()) for lab in history[key]]
     return out
 
 
@@ -151,7 +147,7 @@ def run_method(
     device: str | torch.device | None = None,
     precision: str | None = None,
 ) -> dict[str, Any]:
-    """Fit ``method``, score it on the test rows, and return the result record (GUIDE §3)."""
+    """Fit ``method``, score it on the test rows, and return the result record."""
     return evaluate(features, method, seed, hparams, shots, device, precision)[0]
 
 

@@ -1,6 +1,6 @@
 """FeatureSet: the image and text features every method works on, and the ``.npz`` feature-file contract.
 
-File keys (GUIDE §3): ``image_features`` (N, D), ``text_features`` (C, D); optional ``labels`` (N,),
+File keys: ``image_features`` (N, D), ``text_features`` (C, D); optional ``labels`` (N,),
 ``text_all`` (P, C, D), ``classnames`` (C,), ``prompt_names`` (P,), ``model``, ``pretrained``, ``dataset``
 (0-d strings), ``split`` (N,) strings. clipadapt also writes ``paths`` (N,) when images came from files, and
 ``view_features`` (N, V, D) with ``view_augment`` (0-d string, ``crop`` or ``flip``) when views were extracted.

@@ -1,4 +1,5 @@
-"""Math kernels shared by methods: pure functions on tensors, shapes in their docstrings."""
+"""Math kernels: pure functions on tensors, shapes in their docstrings, shared by the methods, the scoring
+and ToyCLIP's training (graphs, balancing, vMF, crops, logistic regression, metrics)."""
 
 from clipadapt.kernels.graph import conjugate_gradient, knn, knn_graph, propagate_labels, to_csr
 from clipadapt.kernels.sinkhorn import sinkhorn_balance

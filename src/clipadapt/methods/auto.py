@@ -1,4 +1,4 @@
-"""``auto``: clipadapt's own label-free method, for target sets of any shape (GUIDE §6).
+"""``auto``: clipadapt's own label-free method, for target sets of any shape.
 
 Built from two published solvers and one observation. TransCLIP (:mod:`clipadapt.methods.transclip`) is
 the strongest label-free method on whole, balanced sets, but its mixture gives every listed class a
@@ -71,6 +71,12 @@ class Auto(Method):
     name = "auto"
     setting = "transductive"
     summary = "clipadapt's own: StatA finds the classes the set holds, TransCLIP adapts over those (any target set)"
+    paper = (
+        "clipadapt's own: StatA (arXiv:2501.03729) to find the classes present, then TransCLIP"
+        " (arXiv:2406.01837) over them"
+    )
+    code = ""
+    faithfulness = "auto"
 
     min_images: int = 2  # a class is kept when StatA assigns it at least this many images
 

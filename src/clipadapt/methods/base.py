@@ -10,29 +10,31 @@ and, for transductive methods, the logits of the target images themselves.
 from __future__ import annotations
 
 import dataclasses
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from clipadapt.features.featureset import FeatureSet
+from clipadapt.methods.hparams import check_fields
 
 if TYPE_CHECKING:
     from clipadapt.backbones.base import Backbone
 
 Setting = Literal["zero-shot", "transductive", "inductive", "few-shot"]
+CLASSIFIERS: dict[str, type[Classifier]] = {}  # class name → Classifier class (filled as subclasses are defined)
 
 
 @dataclass
 class Classifier:
     """A classifier on L2-normalised image features: logits = scale · x̂ Wᵀ + b.
 
-    ``weights`` (C, D) are used as given (methods normalise them when their paper does).
+    ``weights`` (C, D) are used as given (methods normalise them when their paper does). Every subclass is
+    registered under its class name in :data:`CLASSIFIERS`, the names a saved classifier's card may give
+    (:mod:`clipadapt.artifact` saves and loads them).
     """
 
     weights: torch.Tensor  # (C, D)
@@ -41,6 +43,11 @@ class Classifier:
     bias: torch.Tensor | None = None  # (C,)
     method: str = ""
     hparams: dict[str, Any] = field(default_factory=dict)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if CLASSIFIERS.setdefault(cls.__name__, cls) is not cls:
+            raise ValueError(f"two classifier classes are named {cls.__name__!r}")
 
     def unit(self, image_features: torch.Tensor) -> torch.Tensor:
         """(N, D) features (any norm, any device) → (N, D) float32 unit rows on this classifier's device."""
@@ -55,6 +62,15 @@ class Classifier:
     def predict(self, image_features: torch.Tensor) -> torch.Tensor:
         """(N, D) → (N,) predicted class indices."""
         return self.logits(image_features).argmax(dim=-1)
+
+    def rows_logits(self, rows: FeatureSet) -> torch.Tensor:
+        """(N, C) logits of a feature set's rows: of their stored features (tuned classifiers encode the rows'
+        images themselves when the set carries them)."""
+        return self.logits(rows.image_features)
+
+    def rows_features(self, rows: FeatureSet) -> torch.Tensor:
+        """(N, D) features of a feature set's rows, as :meth:`logits` and :meth:`embed` take them."""
+        return rows.image_features
 
     def pixel_logits(self, backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images → (B, C) logits, encoding them with ``backbone`` as this
@@ -82,18 +98,8 @@ class Classifier:
                 moved[f.name] = {k: v.to(device) for k, v in value.items()}
         return dataclasses.replace(self, **moved)
 
-    def save(self, folder: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-        """Write this classifier (safetensors + ``card.json`` with ``metadata``) under ``folder``."""
-        from clipadapt.artifact import save_classifier
 
-        return save_classifier(self, folder, metadata)
-
-    @staticmethod
-    def load(folder: str | os.PathLike, backbone: Backbone | None = None) -> Classifier:
-        """The classifier saved under ``folder``; with ``backbone``, first check it is the one it was adapted on."""
-        from clipadapt.artifact import load_classifier
-
-        return load_classifier(folder, backbone)
+CLASSIFIERS[Classifier.__name__] = Classifier
 
 
 @dataclass
@@ -112,10 +118,22 @@ class Method(ABC):
     label_free: ClassVar[bool] = True
     needs_encoder: ClassVar[bool] = False  # tunes the encoders: needs images and the backbone, not a feature file
     summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""  # the paper it follows: authors, title, venue, arXiv id
+    code: ClassVar[str] = ""  # the official repository ("" where none is public)
+    faithfulness: ClassVar[str] = ""  # its section of docs/faithfulness.md (the anchor)
 
     @abstractmethod
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         """Adapt on ``target`` (unlabelled) and, for few-shot methods, ``support`` and ``validation`` (labelled)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # every hyperparameter of its annotated type (Literal choices, bools, numbers)
+
+    @property
+    def adapts_on_train_split(self) -> bool:
+        """True when this run adapts on the train split and is scored on the test split (inductive use);
+        methods with an ``inductive`` hyperparameter override it."""
+        return False
 
     def hparams(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,6 +1,7 @@
 """CLIP-Enhance: a von Mises-Fisher mixture distilled from teacher to student views.
 
-Paper: ``shared/papers/clip-enhance-vmf.txt``.
+Paper: "CLIP-Enhance: Improving CLIP Zero-Shot Classification via von Mises-Fisher Clustering" (ICLR
+2025 submission, OpenReview; no public code).
 
 Each class i is a vMF component whose row w_i of W (C × D) carries direction μ̂_i = w_i/‖w_i‖ and
 concentration κ_i = ‖w_i‖; P_W(x̂) = softmax(W x̂ + log C_d(‖w_i‖)) (paper Eq. 5, with the exact
@@ -145,6 +146,12 @@ class CLIPEnhance(Method):
     name = "clip-enhance"
     setting = "transductive"
     summary = "CLIP-Enhance: vMF mixture (direction + concentration per class) distilled over augmented views"
+    paper = (
+        "CLIP-Enhance: Improving CLIP Zero-Shot Classification via von Mises-Fisher Clustering"
+        " (ICLR 2025 submission, OpenReview)"
+    )
+    code = ""
+    faithfulness = "clip-enhance"
 
     kappa0: float = 3000.0
     epochs: int = 20

@@ -1,4 +1,4 @@
-"""CMM: cross-modal mapping for few-shot classification (``shared/papers/cmm-fewshot.txt``).
+"""CMM: cross-modal mapping for few-shot classification (arXiv:2412.20110).
 
 A residual linear map takes the normalised image feature into the text space, v' = W v̂ + v̂ (W is d × d,
 no bias, initialised to zero so that training starts from zero-shot), and a learnable class text matrix
@@ -146,6 +146,9 @@ class CMM(Method):
     setting = "few-shot"
     label_free = False
     summary = "CMM: residual linear image→text map + learnable class texts, triplet loss, fused with CLIP"
+    paper = "Cross-modal mapping for few-shot classification (arXiv:2412.20110)"
+    code = ""
+    faithfulness = "cmm"
 
     iterations: int = 16000
     batch_size: int = 8

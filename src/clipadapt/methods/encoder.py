@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from clipadapt.backbones.base import Backbone, Tower
 from clipadapt.errors import MethodUnavailable
+from clipadapt.features.featureset import FeatureSet
 from clipadapt.features.images import Batches, EncoderInputs
 from clipadapt.methods.base import Classifier
 from clipadapt.runtime import autocast
@@ -77,6 +78,13 @@ def tuning(backbone: Backbone, towers: Sequence[Tower]) -> Iterator[list[torch.n
         load_layernorm_state(backbone, original)
         for name, p in params.items():
             p.requires_grad_(flags[name])
+
+
+@torch.no_grad()
+def relative_shift(params: Sequence[torch.Tensor], start: Sequence[torch.Tensor]) -> torch.Tensor:
+    """How far tuned parameters moved: ‖θ − θ₀‖ / ‖θ₀‖ over all of them (a 0-d tensor on their device)."""
+    moved = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start, strict=True))
+    return (moved / sum((p0**2).sum() for p0 in start)).sqrt()
 
 
 @contextlib.contextmanager
@@ -152,6 +160,14 @@ class TunedClassifier(Classifier):
         """(N, D) features of ``encoder``'s rows from the tuned backbone."""
         with tuned(encoder.backbone, self.layernorm_state):
             return encode_rows(encoder)
+
+    def rows_logits(self, rows: FeatureSet) -> torch.Tensor:
+        if rows.encoder is None:
+            return super().rows_logits(rows)
+        return self.image_logits(rows.encoder, rows.normalised()[0])
+
+    def rows_features(self, rows: FeatureSet) -> torch.Tensor:
+        return super().rows_features(rows) if rows.encoder is None else self.tuned_features(rows.encoder)
 
     def pixel_logits(self, backbone: Backbone, pixels: torch.Tensor) -> torch.Tensor:
         with tuned(backbone, self.layernorm_state):

@@ -1,5 +1,5 @@
-"""FAIR: self-training with a learned alignment score over image crops (``shared/papers/fair.txt`` §3.4,
-Algorithm 1, supplementary 6.1).
+"""FAIR: self-training with a learned alignment score over image crops (Ali et al., WACV 2026,
+arXiv:2507.09615: §3.4, Algorithm 1, supplementary 6.1).
 
 Class Description Anchors Z* (C × D) start as each class's mean description embedding (a CuPL-style
 ``descriptions`` file, else the run's prompts); the text encoder is not used again. For every batch,
@@ -14,7 +14,7 @@ without gradients, from the weak view x (the backbone's own resize + centre crop
 Why probabilities (``gamma_scores``): Algorithm 1 takes S from "the top-2 logits" of ψ, and CLIP's logits
 of a cosine score are 100·ψ, the scale at which the paper's own p_A(x) = softmax(sim(·)) is read; §3.4 calls
 γ a confidence that "down-weights uncertain pseudo-labels"; and DPA, the code FAIR extends (same authors,
-facts sheet §2), weights its pseudo-labels by ratios of softmax probabilities at logit scale 100, values in
+``Externalhappy/DPA``), weights its pseudo-labels by ratios of softmax probabilities at logit scale 100, values in
 [0, 1]. So γ ∈ [0, 1], 1 for a certain pseudo-label. On raw cosines (``gamma_scores="cosines"``, this
 module's earlier default) γ is of order 1e-3 and the self-training term is switched off; on raw logits
 (``"logits"``) it is of order 10–100 and the fairness term, weighted equally in L = L_st + L_reg, vanishes.
@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,7 @@ from clipadapt.methods.encoder import (
     encode_rows,
     layernorm_names,
     layernorm_state,
+    relative_shift,
     require_encoder,
     tuning,
 )
@@ -139,6 +140,11 @@ class WeakAndStrong:
         return self.weak(image), self.strong(image)
 
 
+# per-epoch history besides the loss terms: the pseudo-labels, the model's predictions, and how far the
+# LayerNorms and anchors moved (‖θ − θ₀‖ / ‖θ₀‖)
+PER_EPOCH = ("pseudo_labels", "predictions", "layernorm_shift")
+
+
 @register_method
 @dataclass
 class FAIR(Method):
@@ -146,6 +152,12 @@ class FAIR(Method):
     setting = "transductive"
     needs_encoder = True
     summary = "FAIR: vision LayerNorm + class description anchors, pseudo-labels from a learned crop alignment"
+    paper = (
+        "Ali et al., Towards Fine-Grained Adaptation of CLIP via a Self-Trained Alignment Score"
+        " (WACV 2026, arXiv:2507.09615)"
+    )
+    code = ""
+    faithfulness = "fair"
 
     epochs: int = 15
     batch_size: int = 32
@@ -159,16 +171,18 @@ class FAIR(Method):
     descriptions: str = ""  # CuPL-style JSON {class: [sentences]}; empty: the run's prompts
     las: bool = True  # False: the alignment score uses the initial anchors (Table 3, "w/o LAS")
     weighting: bool = True  # False: γ = 1 (Table 3, "w/o weight")
-    gamma_scores: str = "probabilities"  # what S of γ = S₁(S₁ − S₂) are: probabilities, logits or cosines
+    gamma_scores: Literal["probabilities", "logits", "cosines"] = "probabilities"  # S of γ = S₁(S₁ − S₂)
     fairness_momentum: float = 0.5  # p̄ ← m·p̄ + (1 − m)·batch mean, reset every epoch; 0: the batch mean
-    pseudo_view: str = "crops"  # "global": pseudo-labels from the weak view itself (FAIR-g)
+    pseudo_view: Literal["crops", "global"] = "crops"  # "global": pseudo-labels from the weak view itself (FAIR-g)
     grad_checkpointing: bool = False
     inductive: bool = False  # adapt on the train split, score the test split
 
+    @property
+    def adapts_on_train_split(self) -> bool:
+        return self.inductive
+
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         encoder = require_encoder(self.name, target.encoder)
-        if self.pseudo_view not in ("crops", "global"):
-            raise ClipAdaptError(f"fair: pseudo_view must be 'crops' or 'global', not {self.pseudo_view!r}")
         backbone, device = encoder.backbone, encoder.backbone.device
         initial = self._anchors(target).to(device)
         anchors = torch.nn.Parameter(initial.clone())
@@ -181,8 +195,9 @@ class FAIR(Method):
         names = layernorm_names(backbone, ["vision"])
         steps_per_epoch = math.ceil(len(target) / self.batch_size)
         series = ("loss", "loss_self_training", "loss_fairness", "gamma_mean", "agreement")
-        epochs: dict[str, list[torch.Tensor]] = {key: [] for key in (*series, "pseudo_labels")}
+        epochs: dict[str, list[torch.Tensor]] = {key: [] for key in (*series, *PER_EPOCH)}
         with checkpointing(backbone, self.grad_checkpointing), tuning(backbone, ["vision"]) as params:
+            start = [p.detach().clone() for p in params]
             decayed = [p for name, p in zip(names, params, strict=True) if not name.endswith("bias")]
             biases = [p for name, p in zip(names, params, strict=True) if name.endswith("bias")]
             optimiser = torch.optim.AdamW(
@@ -202,7 +217,7 @@ class FAIR(Method):
                 for rows, (weak, strong) in loader:
                     rows = rows.to(device, non_blocking=True)
                     label, gamma = self.pseudo_labels(backbone, weak.to(device, non_blocking=True),
-                                                      anchors if self.las else initial, generator)  # fmt: skip
+                                                      anchors if self.las else initial, generator, rows)  # fmt: skip
                     with torch.enable_grad(), autocast(device, backbone.precision):
                         v = backbone.image_forward(strong.to(device, non_blocking=True)).float()
                         logits = 100.0 * F.normalize(v, dim=-1) @ F.normalize(anchors, dim=-1).T
@@ -220,23 +235,34 @@ class FAIR(Method):
                 for key in series:
                     epochs[key].append(sums[key] / len(target))
                 epochs["pseudo_labels"].append(pseudo)
+                features = encode_rows(encoder)  # this epoch's model on the target images (the last one's is kept)
+                epochs["predictions"].append((features.float() @ F.normalize(anchors.detach(), dim=-1).T).argmax(1))
+                epochs["layernorm_shift"].append(relative_shift([*params, anchors], [*start, initial]))
                 last = {key: float(epochs[key][-1]) for key in ("loss", "agreement")}  # once per epoch
                 bar.set_postfix(loss=f"{last['loss']:.3f}", agreement=f"{last['agreement']:.2f}")
             state = layernorm_state(backbone, names)
-            features = encode_rows(encoder)  # the last epoch's model on the target images
+            if not self.epochs:
+                features = encode_rows(encoder)
         classifier = TunedClassifier(
             F.normalize(anchors.detach(), dim=-1), target.class_names, 100.0, method=self.name,
             hparams=self.hparams(), layernorm_state=state,
         )  # fmt: skip
-        history: dict[str, list] = {key: [float(v) for v in epochs[key]] for key in series}
-        history["pseudo_labels"] = [labels.tolist() for labels in epochs["pseudo_labels"]]
+        history: dict[str, list] = {key: [float(v) for v in epochs[key]] for key in (*series, "layernorm_shift")}
+        for key in ("pseudo_labels", "predictions"):
+            history[key] = [labels.tolist() for labels in epochs[key]]
         return Fit(classifier, target_logits=classifier.logits(features), history=history)
 
     @torch.no_grad()
     def pseudo_labels(
-        self, backbone: Backbone, weak: torch.Tensor, anchors: torch.Tensor, generator: torch.Generator
+        self,
+        backbone: Backbone,
+        weak: torch.Tensor,
+        anchors: torch.Tensor,
+        generator: torch.Generator,
+        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, S, S) weak views → (B,) pseudo-labels and (B,) weights γ (1 without ``weighting``)."""
+        """(B, 3, S, S) weak views → (B,) pseudo-labels and (B,) weights γ (1 without ``weighting``). ``rows``,
+        the batch's (B,) row indices, are not read here (a benchmark's upper bound labels by row)."""
         with autocast(backbone.device, backbone.precision):
             if self.pseudo_view == "global":
                 v = backbone.image_forward(weak).float()

@@ -1,4 +1,4 @@
-"""InMaP: intra-modal proxy learning (Qian & Hu, 2023; ``shared/papers/inmap-summary.txt``).
+"""InMaP: intra-modal proxy learning (Qian & Hu, NeurIPS 2023, arXiv:2310.19752).
 
 The text prototypes label the unlabelled images (soft labels at temperature τ_t), Sinkhorn balances those
 labels over classes, confident rows (max > α) become one-hot, and class proxies are then learned in the
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.kernels import sinkhorn_balance
 from clipadapt.methods.assumptions import few_classes_warning
@@ -184,12 +184,18 @@ class InMaP(Method):
     name = "inmap"
     setting = "transductive"
     summary = "InMaP: vision-space class proxies learned from Sinkhorn-balanced text pseudo-labels"
+    paper = (
+        "Qian et al., Intra-Modal Proxy Learning for Zero-Shot Visual Categorization with CLIP"
+        " (NeurIPS 2023, arXiv:2310.19752)"
+    )
+    code = "https://github.com/idstcv/InMaP"
+    faithfulness = "inmap"
 
     tau_text: float = 0.01
     tau_image: float = 0.04
     sinkhorn_iterations: int = 20  # 0 switches Sinkhorn balancing off (ablation)
     threshold: float = 0.6  # rows with max > threshold become one-hot; ≥ 1 switches it off (ablation)
-    solver: str = "auto"  # "gd": the official projected gradient descent; "lbfgs"; "auto": see the module docstring
+    solver: Literal["auto", "lbfgs", "gd"] = "auto"  # gd: the official solver; auto: the module docstring
     gd_max_size: float = 2e8  # auto on the CPU: the official solver when N·C·D is at most this
     evaluations: int = 25  # lbfgs: loss-and-gradient evaluations
     lr: float = 10.0  # gd only
@@ -201,8 +207,6 @@ class InMaP(Method):
         return few_classes_warning("InMaP", "spreads its pseudo-labels evenly over every class (Sinkhorn)", diagnostics)
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
-        if self.solver not in ("auto", "lbfgs", "gd"):
-            raise ClipAdaptError(f"inmap: solver must be 'auto', 'lbfgs' or 'gd', not {self.solver!r}")
         x, text = target.normalised()
         solver = self.solver
         if solver == "auto":

@@ -6,8 +6,8 @@ Solved by full-batch L-BFGS; the grid is walked from strong to weak penalty, eac
 the previous, and the model kept is the one of the best validation accuracy (the first on ties, i.e. the
 strongest penalty).
 
-``cross-modal-linear-probe`` (Lin et al., CVPR 2023, "Multimodality helps unimodality"): the official
-recipe (``linzhiqiu/cross_modal_adaptation``, facts sheet §6). The class text features are training
+``cross-modal-linear-probe`` (Lin et al., CVPR 2023, "Multimodality helps unimodality", arXiv:2301.06267): the official
+recipe (``linzhiqiu/cross_modal_adaptation``). The class text features are training
 samples of their class (every prompt's feature when the features carry ``text_all``, else the class
 prototype; the official code uses its datasets' hand-crafted templates, one per class, seven for
 ImageNet); every batch is half images (the shots and their stored views), half texts, each drawn as a
@@ -25,50 +25,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
+from clipadapt.kernels.logistic import fit_logistic
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
 from clipadapt.methods.supervised import accuracy, augmentation, require_labelled, search, training_samples
 from clipadapt.progress import progress
 
 PENALTIES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-
-
-def fit_logistic(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    weights: torch.Tensor,
-    bias: torch.Tensor,
-    penalty: float,
-    evaluations: int = 50,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise mean cross-entropy(x Wᵀ + b, y) + penalty/2 · ‖W‖² by L-BFGS from (weights, bias).
-
-    Args:
-        x: (M, D) features; y: (M,) labels; weights: (C, D) and bias: (C,) the starting point.
-    Returns:
-        the fitted (C, D) weights and (C,) bias.
-    """
-    w = weights.clone().requires_grad_(True)
-    b = bias.clone().requires_grad_(True)
-    optimiser = torch.optim.LBFGS(
-        [w, b], max_iter=evaluations, max_eval=evaluations, history_size=10, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = F.cross_entropy(torch.addmm(b, x, w.T), y) + 0.5 * penalty * (w * w).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimiser.step(closure)
-    return w.detach(), b.detach()
 
 
 @register_method
@@ -78,6 +48,12 @@ class LinearProbe(Method):
     setting = "few-shot"
     label_free = False
     summary = "Logistic regression on image features, L2 penalty chosen on the validation split"
+    paper = (
+        "Radford et al., Learning Transferable Visual Models From Natural Language Supervision"
+        " (ICML 2021, arXiv:2103.00020)"
+    )
+    code = ""
+    faithfulness = "linear-probes"
 
     evaluations: int = 50  # L-BFGS evaluations per penalty on the grid
     augment: bool = True  # train on the support images' stored views too
@@ -136,19 +112,20 @@ class CrossModalLinearProbe(Method):
     setting = "few-shot"
     label_free = False
     summary = "Linear probe trained on images and class texts together (official AdamW recipe and grid)"
+    paper = "Lin et al., Multimodality Helps Unimodality (CVPR 2023, arXiv:2301.06267)"
+    code = "https://github.com/linzhiqiu/cross_modal_adaptation"
+    faithfulness = "linear-probes"
 
     iterations: int = 12800
     warmup: int = 50
     warmup_lr: float = 1e-5
     eval_every: int = 100
-    init: str = "random"  # "random" (the script that reproduces the paper) or "zeroshot"
+    init: Literal["random", "zeroshot"] = "random"  # "random" (the script that reproduces the paper) or "zeroshot"
     augment: bool = True  # train on the support images' stored views too
 
     def fit(self, target: FeatureSet, support: FeatureSet | None = None, validation: FeatureSet | None = None) -> Fit:
         require_labelled(self.name, support, validation)
         assert support is not None and validation is not None and validation.labels is not None
-        if self.init not in ("random", "zeroshot"):
-            raise ClipAdaptError(f"{self.name}: init must be 'random' or 'zeroshot', not {self.init!r}")
         images, image_labels = training_samples(support, self.augment)
         _, text = support.normalised()
         prompts = support.text_all if support.text_all is not None else support.text_features[None]

@@ -1,7 +1,8 @@
-"""ReCLIP: cross-modality self-training of the LayerNorms of both encoders (``shared/papers/reclip.txt`` §3.3).
+"""ReCLIP: cross-modality self-training of the LayerNorms of both encoders (Hu et al., WACV 2024,
+arXiv:2308.03793, §3.3).
 
 Where the paper is explicit this module follows the paper; where it is silent, the official code
-(``michiganleon/ReCLIP_WACV``, facts sheet §7). Every epoch starts with the pseudo-labels of both sides (no
+(``michiganleon/ReCLIP_WACV``). Every epoch starts with the pseudo-labels of both sides (no
 gradients), from the label propagation of :mod:`clipadapt.methods.reclip_lp` (P2 projection, k = 20):
 
 - **ReCLIP-V** (vision LayerNorms tuned, text frozen): the target images encoded by the tuned vision tower,
@@ -31,8 +32,9 @@ so the two "models" of the paper are one model whose untuned vision features v�
 
 Departures from the code, where the paper is explicit (docs/faithfulness.md): the code divides Loss^V by
 the batch size once more than Loss^T (the paper: CE for both), and runs min(100, ⌊N/5000⌋ + 2) epochs (the
-paper: min(50 epochs, 5000 iterations)); the code also reports the best epoch on test labels, never done
-here. The class texts are the prompt ensemble of the run's templates (or class descriptions).
+paper: min(50 epochs, 5000 iterations)); ``schedule="official"`` runs the code's epochs and its Loss^V.
+The code also reports the best epoch on test labels, never done here. The class texts are the prompt
+ensemble of the run's templates (or class descriptions).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +58,7 @@ from clipadapt.methods.encoder import (
     encode_rows,
     layernorm_names,
     layernorm_state,
+    relative_shift,
     require_encoder,
     tuned,
     tuning,
@@ -109,6 +113,11 @@ class ReCLIPClassifier(TunedClassifier):
             return self.pair_logits(backbone.encode_images(pixels), frozen)
 
 
+# per-epoch history: losses, agreement of the two sides, ReCLIP-V's pseudo-labels, the model's predictions,
+# and how far the LayerNorms moved (‖θ − θ₀‖ / ‖θ₀‖)
+SERIES = ("agreement", "loss", "pseudo_labels", "predictions", "layernorm_shift")
+
+
 @register_method
 @dataclass
 class ReCLIP(Method):
@@ -116,6 +125,12 @@ class ReCLIP(Method):
     setting = "transductive"
     needs_encoder = True
     summary = "ReCLIP: LayerNorm self-training of both encoders on shared label-propagation pseudo-labels"
+    paper = (
+        "Hu et al., ReCLIP: Refine Contrastive Language Image Pre-Training with Source Free Domain Adaptation"
+        " (WACV 2024, arXiv:2308.03793)"
+    )
+    code = "https://github.com/michiganleon/ReCLIP_WACV"
+    faithfulness = "reclip"
 
     epochs: int = 50
     max_iterations: int = 5000
@@ -129,6 +144,12 @@ class ReCLIP(Method):
     cg_iterations: int = 20
     max_propagation_classes: int = 500
     inductive: bool = False  # adapt on the train split, score the test split
+    # "official": the official code's min(100, ⌊N/5000⌋ + 2) epochs and ReCLIP-V's loss divided by the batch size
+    schedule: Literal["paper", "official"] = "paper"
+
+    @property
+    def adapts_on_train_split(self) -> bool:
+        return self.inductive
 
     def assumption_warning(self, diagnostics: Mapping[str, float]) -> str | None:
         return small_graph_warning(self.name, self.k, diagnostics)
@@ -147,19 +168,23 @@ class ReCLIP(Method):
         pixels = encoder.decode(backbone.preprocess)
         labelling = encoder.batches(backbone.preprocess, pixels=pixels)
         training = encoder.batches(backbone.preprocess, shuffle=True, batch_size=batch_size, pixels=pixels)
-        series: dict[str, list[torch.Tensor]] = {"agreement": [], "loss": [], "pseudo_labels": []}
+        series: dict[str, list[torch.Tensor]] = {key: [] for key in SERIES}
         names = layernorm_names(backbone, ["vision", "text"])
         iterations = 0
         with tuning(backbone, ["vision", "text"]) as params:
+            start = [p.detach().clone() for p in params]
             optimiser = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
             scaler = gradient_scaler(backbone.device, backbone.precision)
-            bar = progress(range(self.epochs + 1), desc="reclip", unit="epoch")
+            epochs = self.epochs if self.schedule == "paper" else min(100, len(frozen) // 5000 + 2)
+            bar = progress(range(epochs + 1), desc="reclip", unit="epoch")
             for epoch in bar:  # the last pass only labels: the last model's pseudo-labels and centres
                 tuned_x, centres, labels = self._pseudo_labels(encoder, labelling, frozen, text0, propagate)
                 mask = shared_labels(labels[0], labels[1], self.label_sharing)
                 series["agreement"].append((labels[0] == labels[1]).float().mean())
                 series["pseudo_labels"].append(labels[0])
-                if epoch == self.epochs or iterations >= self.max_iterations:
+                series["predictions"].append(self._predictions(encoder, tuned_x, frozen, centres))
+                series["layernorm_shift"].append(relative_shift(params, start))
+                if epoch == epochs or iterations >= self.max_iterations:
                     break
                 mask_on_cpu = mask.cpu()  # once per epoch: the batches are checked against this copy
                 if not mask_on_cpu.any():
@@ -176,11 +201,14 @@ class ReCLIP(Method):
             state = layernorm_state(backbone, names)
         classifier = ReCLIPClassifier(
             texts, target.class_names, 100.0, method=self.name,
-            hparams={**self.hparams(), "batch_size": batch_size, "iterations": iterations},
+            hparams={**self.hparams(), "batch_size": batch_size, "epochs_run": epochs, "iterations": iterations},
             layernorm_state=state, centres=centres,
         )  # fmt: skip
-        history: dict[str, list] = {key: [float(v) for v in series[key]] for key in ("agreement", "loss")}
-        history["pseudo_labels"] = [labels.tolist() for labels in series["pseudo_labels"]]
+        history: dict[str, list] = {
+            key: [float(v) for v in series[key]] for key in ("agreement", "loss", "layernorm_shift")
+        }
+        for key in ("pseudo_labels", "predictions"):
+            history[key] = [labels.tolist() for labels in series[key]]
         return Fit(classifier, target_logits=classifier.pair_logits(tuned_x, frozen), history=history)
 
     def _train_epoch(
@@ -214,12 +242,22 @@ class ReCLIP(Method):
             with torch.enable_grad(), autocast(device, backbone.precision):
                 v = F.normalize(backbone.image_forward(pixels).float(), dim=-1)
                 loss_v = masked_cross_entropy(100.0 * v @ centres.T, labels[0][rows], m)
+                if self.schedule == "official":  # the official code divides ReCLIP-V's mean loss once more
+                    loss_v = loss_v / len(batch_rows)
                 t = class_text_features(backbone, first)  # with gradients: the text LayerNorms train
                 loss_t = masked_cross_entropy(100.0 * frozen[rows] @ t.T, labels[1][rows], m)
                 loss = loss_v + loss_t
             optimiser_step(loss, optimiser, scaler)
             total, steps = total + loss.detach(), steps + 1
         return total / max(steps, 1), taken
+
+    @torch.no_grad()
+    def _predictions(
+        self, encoder: EncoderInputs, tuned_x: torch.Tensor, frozen: torch.Tensor, centres: torch.Tensor
+    ) -> torch.Tensor:
+        """(N,) what the model predicts now (the paper's inference: both sides' logits added)."""
+        texts = class_text_features(encoder.backbone, first_prompts(encoder.sentences))
+        return (tuned_x @ centres.T + frozen @ texts.T).argmax(1)
 
     @torch.no_grad()
     def _pseudo_labels(

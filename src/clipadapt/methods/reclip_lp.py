@@ -1,4 +1,4 @@
-"""ReCLIP's pseudo-labeller (Hu et al., 2024, ``shared/papers/reclip.txt`` §3.1–3.2) as a method of its own.
+"""ReCLIP's pseudo-labeller (Hu et al., WACV 2024, arXiv:2308.03793, §3.1–3.2) as a method of its own.
 
 Projection: U spans the class text features (SVD); P2 = U'U'ᵀ with U' = U without its first direction,
 which removes what all class embeddings share; images and texts are projected and re-normalised.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -99,11 +100,14 @@ class ReCLIPLabelPropagation(Method):
     name = "reclip-lp"
     setting = "transductive"
     summary = "ReCLIP's projection + label propagation pseudo-labels (sparse k-NN graph, conjugate gradient)"
+    paper = "Hu et al., ReCLIP (WACV 2024, arXiv:2308.03793): its projection and label propagation"
+    code = "https://github.com/michiganleon/ReCLIP_WACV"
+    faithfulness = "reclip"
 
     k: int = 20  # the paper's neighbour count, and the official code's (top-20 per row)
     alpha: float = 0.99
     cg_iterations: int = 20
-    projection: str = "P2"  # P0 / P1 / P2 (the paper's Table 3 ablation)
+    projection: Literal["P0", "P1", "P2"] = "P2"  # P0 / P1 / P2 (the paper's Table 3 ablation)
     max_propagation_classes: int = 500
     exact_knn_max: int = EXACT_KNN_MAX  # on the CPU, above this many nodes the neighbours come from faiss
 

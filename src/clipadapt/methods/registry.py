@@ -7,6 +7,7 @@ from typing import Any
 
 from clipadapt.errors import ClipAdaptError
 from clipadapt.methods.base import Method
+from clipadapt.methods.hparams import hparam_types, parsed
 from clipadapt.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -39,32 +40,20 @@ def list_methods() -> list[type[Method]]:
 
 
 def route_hparams(methods: list[str], pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """Give each method the ``KEY=VALUE`` overrides it has a field for, typed like the field's default.
+    """Give each method the ``KEY=VALUE`` overrides it has a field for, read as the field's annotated type
+    (:mod:`clipadapt.methods.hparams`).
 
     A key that none of ``methods`` has is an error (a typo must not be silently ignored).
     """
-    fields = {m: {f.name: f for f in dataclasses.fields(get_method(m))} for m in methods}
+    types = {m: hparam_types(get_method(m)) for m in methods}
     routed: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep:
             raise ClipAdaptError(f"hyperparameter {pair!r} must look like KEY=VALUE")
-        owners = [m for m in methods if key in fields[m]]
+        owners = [m for m in methods if key in types[m]]
         if not owners:
             raise ClipAdaptError(f"no selected method has a hyperparameter {key!r}")
         for m in owners:
-            routed[m][key] = _typed(key, text, fields[m][key].default)
+            routed[m][key] = parsed(m, key, text, types[m][key])
     return routed
-
-
-def _typed(key: str, text: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        if default is None or isinstance(default, str):
-            return text
-        return type(default)(text)
-    except ValueError:
-        raise ClipAdaptError(f"hyperparameter {key}={text!r} is not a valid {type(default).__name__}") from None

@@ -20,7 +20,7 @@ with z starting at ŷ, μ at t̂ and every σ²_c at the anchor σ²⁰ = (1/N) 
 that no image is assigned to (β_c = 0) keeps exactly its text statistics. Fixed everywhere, as in the
 paper: α = 1, λ = 1, λ_lap = 1, k = 3.
 
-Sources: ``shared/papers/official-code-facts.md`` §9 (``MaxZanella/StatA@eea8637:solvers/StatA.py``).
+Source: the official solver, ``MaxZanella/StatA@eea8637:solvers/StatA.py``.
 Departures (each a row of docs/faithfulness.md):
 
 - σ²⁰ is the mean over all N images, as the paper writes it. The official ``init_cov`` divides by N
@@ -165,6 +165,9 @@ class StatA(Method):
     name = "stata"
     setting = "transductive"
     summary = "StatA: TransCLIP's model with class statistics anchored to the text, robust when few classes are present"
+    paper = "Zanella et al., Realistic Test-Time Adaptation of Vision-Language Models (CVPR 2025, arXiv:2501.03729)"
+    code = "https://github.com/MaxZanella/StatA"
+    faithfulness = "stata"
 
     alpha: float = 1.0  # β_c = n_c / (α + n_c)
     soft_beta: bool = False  # n_c as Σ_i z_ic instead of hard counts

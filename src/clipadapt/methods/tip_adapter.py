@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.methods.base import Classifier, Fit, Method
 from clipadapt.methods.registry import register_method
@@ -128,8 +128,14 @@ class TipAdapter(Method):
     setting = "few-shot"
     label_free = False
     summary = "Tip-Adapter: training-free cache of the few-shot features, (α, β) chosen on validation"
+    paper = (
+        "Zhang et al., Tip-Adapter: Training-free Adaption of CLIP for Few-shot Classification"
+        " (ECCV 2022, arXiv:2207.09519)"
+    )
+    code = "https://github.com/gaopengcuhk/Tip-Adapter"
+    faithfulness = "tip-adapter"
 
-    grid: str = "log"  # "log": dataset-agnostic, covers every official range; "linear": the official formula
+    grid: Literal["log", "linear"] = "log"  # log: covers every official range; linear: the official formula
     beta_steps: int = 200  # β grid over [0.1, beta_max]
     beta_max: float = 50.0
     alpha_steps: int = 50  # α grid over [0.1, alpha_max] (the official linear grid has 20)
@@ -143,8 +149,6 @@ class TipAdapter(Method):
                 [round(0.1 + i * (self.beta_max - 0.1) / self.beta_steps, 6) for i in range(self.beta_steps)],
                 [round(0.1 + j * (self.alpha_max - 0.1) / self.alpha_steps, 6) for j in range(self.alpha_steps)],
             )
-        if self.grid != "log":
-            raise ClipAdaptError(f"{self.name}: grid must be 'log' or 'linear', not {self.grid!r}")
         betas = {*log_grid(0.1, self.beta_max, self.beta_steps), *OFFICIAL_INITIAL_BETAS}
         alphas = {*log_grid(0.1, self.alpha_max, self.alpha_steps), *OFFICIAL_INITIAL_ALPHAS}
         return sorted(betas), sorted(alphas)
@@ -184,6 +188,9 @@ class TipAdapter(Method):
 class TipAdapterF(TipAdapter):
     name = "tip-adapter-f"
     summary = "Tip-Adapter-F: the cache keys fine-tuned (AdamW, cosine), then (α, β) chosen on validation"
+    paper = "Zhang et al., Tip-Adapter (ECCV 2022, arXiv:2207.09519): the fine-tuned cache"
+    code = "https://github.com/gaopengcuhk/Tip-Adapter"
+    faithfulness = "tip-adapter"
 
     epochs: int = 20
     batch_size: int = 256

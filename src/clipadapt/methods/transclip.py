@@ -1,10 +1,10 @@
 """TransCLIP (Zanella, Gérin & Ben Ayed, NeurIPS 2024, arXiv 2406.01837): ``transclip`` (zero-shot) and
 ``transclip-fs`` (few-shot), as the official solver computes them.
 
-The paper is not in ``shared/papers``; where its printed updates leave a choice, this module does what the
-official solver does (``shared/papers/official-code-facts.md`` §1: ``MaxZanella/transduction-for-vlms``,
-whose solver ``elkhouryk/RS-TransCLIP`` repeats unchanged). Over the N query images with unit features
-x_i, zero-shot predictions ŷ_i = softmax(100 x_i t̂ᵀ), class means μ_k and one shared diagonal variance σ²:
+Where the paper's printed updates leave a choice, this module does what the official solver does
+(``MaxZanella/transduction-for-vlms``, whose solver ``elkhouryk/RS-TransCLIP`` repeats unchanged). Over
+the N query images with unit features x_i, zero-shot predictions ŷ_i = softmax(100 x_i t̂ᵀ), class means
+μ_k and one shared diagonal variance σ²:
 
     z_ik ∝ ŷ_ik^λ · exp( ℓ_ik / 50  +  (1/(2k)) [(W z)_ik + (Wᵀ z)_ik] ),   ℓ_ik = −½ Σ_d (x_id − μ_kd)² / σ²_d
 
@@ -244,6 +244,9 @@ class TransCLIPZeroShot(Method):
     name = "transclip"
     setting = "transductive"
     summary = "TransCLIP-ZS: Gaussian mixture + kNN Laplacian + KL to zero-shot, the official solver (baseline)"
+    paper = "Zanella et al., Boosting Vision-Language Models with Transduction (NeurIPS 2024, arXiv:2406.01837)"
+    code = "https://github.com/MaxZanella/transduction-for-vlms"
+    faithfulness = "transclip"
 
     text_weight: float = 1.0  # λ
     gmm_weight: float = 1 / GMM_TEMPERATURE  # ℓ is divided by 50
@@ -293,6 +296,9 @@ class TransCLIPFewShot(TransCLIPZeroShot):
     setting = "few-shot"
     label_free = False
     summary = "TransCLIP-FS: the shots join the Gaussian mixture and the graph, γ chosen on validation"
+    paper = "Zanella et al., Boosting Vision-Language Models with Transduction (NeurIPS 2024, arXiv:2406.01837)"
+    code = "https://github.com/MaxZanella/transduction-for-vlms"
+    faithfulness = "transclip"
 
     text_weight: float = 0.5  # λ in few-shot
     gammas: str = "0.002,0.01,0.02,0.2"  # weight of the shots, searched in this order without resets

@@ -19,6 +19,12 @@ class ZeroShot(Method):
     name = "zeroshot"
     setting = "zero-shot"
     summary = "zero-shot CLIP with a prompt-template ensemble"
+    paper = (
+        "Radford et al., Learning Transferable Visual Models From Natural Language Supervision"
+        " (ICML 2021, arXiv:2103.00020)"
+    )
+    code = "https://github.com/openai/CLIP"
+    faithfulness = "zero-shot"
 
     logit_scale: float = 100.0
 

@@ -11,7 +11,6 @@ import torch
 
 from clipadapt.evaluation.runner import Prediction
 from clipadapt.io import atomic_path
-from clipadapt.methods.encoder import TunedClassifier
 
 MAX_POINTS = 1000  # images drawn in the 2-D projection
 
@@ -57,10 +56,7 @@ def run_view(record: dict[str, Any], prediction: Prediction, seed: int = 0) -> R
     labels = None if test.labels is None else test.labels.numpy()
     n = len(test)
     sample = np.sort(np.random.default_rng(seed).permutation(n)[:MAX_POINTS])
-    if isinstance(classifier, TunedClassifier) and test.encoder is not None:
-        features = classifier.tuned_features(test.encoder.subset(sample))
-    else:
-        features = test.image_features[torch.from_numpy(sample)]
+    features = classifier.rows_features(test.subset(sample))
     return RunView(
         record=record,
         predictions=predictions,

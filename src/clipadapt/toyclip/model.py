@@ -1,16 +1,23 @@
-"""A small CLIP: ViT image tower and causal text transformer, both pre-LayerNorm, as in OpenAI's CLIP."""
+"""A small CLIP: ViT image tower and causal text transformer, both pre-LayerNorm, as in OpenAI's CLIP; its
+weights saved and loaded as a folder (``toyclip.safetensors`` + ``config.json``)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from clipadapt.io import atomic_path, write_json
+
 PAD, SOT, EOT, UNK = "<pad>", "<sot>", "<eot>", "<unk>"
+WEIGHTS, CONFIG = "toyclip.safetensors", "config.json"
 
 
 @dataclass
@@ -137,3 +144,19 @@ class ToyClip(nn.Module):
         logits = self.logit_scale.exp().clamp(max=100) * image @ text.T
         target = torch.arange(len(logits))
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def save(model: ToyClip, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out / WEIGHTS, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp))
+    write_json(out / CONFIG, model.config.to_dict())
+
+
+def load(folder: Path) -> ToyClip:
+    raw = json.loads((folder / CONFIG).read_text())
+    raw["image_mean"], raw["image_std"] = tuple(raw["image_mean"]), tuple(raw["image_std"])
+    model = ToyClip(ToyClipConfig(**raw))
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return model.eval()

@@ -12,25 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2 import RandAugment
 
 from clipadapt.data.augment import strong_view
 from clipadapt.data.prompts import expand_prompts
-from clipadapt.evaluation.metrics import clip_statistics
 from clipadapt.io import atomic_path, write_json
 from clipadapt.kernels.crops import random_crops, random_resized_crops
-from clipadapt.methods.linear_probe import fit_logistic
+from clipadapt.kernels.logistic import fit_logistic
+from clipadapt.kernels.metrics import clip_statistics
 from clipadapt.progress import progress
 from clipadapt.runtime import seeded_randomness
-from clipadapt.toyclip.model import ToyClip, ToyClipConfig, WordTokenizer
+from clipadapt.toyclip.model import CONFIG, WEIGHTS, ToyClip, ToyClipConfig, WordTokenizer, load, save
 from clipadapt.world import (
     CLASSES,
     DOMAINS,
@@ -44,9 +42,11 @@ from clipadapt.world import (
 )
 from clipadapt.world.captions import CAPTION_TEMPLATES, vocabulary
 
-WEIGHTS, CONFIG, REPORT = "toyclip.safetensors", "config.json", "report.json"
+REPORT = "report.json"
 TRAIN_CROP_AREA = (0.25, 1.0)  # random resized crops while training: fraction of the image area kept
 TRAIN_STRONG_SHARE = 0.0  # share of each batch also given RandAugment (2 ops, magnitude 9), as web images vary
+TRAIN_WEB_SHARE = 0.0  # share of the training scenes drawn in a target domain's style, as CLIP's web images
+# hold a few sketches, paintings and night shots among the photos
 RAND_AUGMENT_GROUP = 16  # RandAugment draws one pair of operations per group of this many images
 CROP_SIDE = (0.5, 0.9)  # crop retention is measured on square crops of this fraction of the side (FAIR's)
 
@@ -95,15 +95,22 @@ def train(
     weight_decay: float = 0.1,
     seed: int = 0,
     strong_share: float = TRAIN_STRONG_SHARE,
+    web_share: float = TRAIN_WEB_SHARE,
     crop_area: tuple[float, float] = TRAIN_CROP_AREA,
 ) -> ToyClip:
-    """Contrastive training on ``images`` source-domain scenes, rendered once; every epoch re-draws each
-    image's random resized crop and flip, and its caption."""
+    """Contrastive training on ``images`` scenes, rendered once: in the source domain, or for a random
+    ``web_share`` of them in a target domain's style (drawn uniformly); every epoch re-draws each image's
+    random resized crop and flip, its RandAugment (for a ``strong_share`` of each batch), and its caption."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng) for _ in range(images)]
-    pixels = to_bytes([render(s, "source", rng, cfg.image_size) for s in progress(scenes, "rendering", unit="image")])
+    styles = ["source"] * images
+    if web_share > 0:
+        for i in np.flatnonzero(rng.random(images) < web_share):
+            styles[i] = TARGET_DOMAINS[rng.integers(len(TARGET_DOMAINS))]
+    rendered = progress(zip(scenes, styles, strict=True), "rendering", total=images, unit="image")
+    pixels = to_bytes([render(scene, style, rng, cfg.image_size) for scene, style in rendered])
     model = ToyClip(cfg)
     tokenizer = WordTokenizer(cfg.vocab, cfg.context_length)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -130,22 +137,6 @@ def train(
             optimizer.step()
             schedule.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    return model.eval()
-
-
-def save(model: ToyClip, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out / WEIGHTS, suffix=".safetensors") as tmp:
-        save_file(state, str(tmp))
-    write_json(out / CONFIG, model.config.to_dict())
-
-
-def load(folder: Path) -> ToyClip:
-    raw = json.loads((folder / CONFIG).read_text())
-    raw["image_mean"], raw["image_std"] = tuple(raw["image_mean"]), tuple(raw["image_std"])
-    model = ToyClip(ToyClipConfig(**raw))
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
     return model.eval()
 
 
@@ -240,26 +231,32 @@ def write_card(out: Path, report: dict, cfg: ToyClipConfig) -> None:
     rows = "\n".join(
         f"| {d}{'' if d in report['target_domains'] else ' (training domain)'} | {report[d]['imbalance']:g} | "
         f"{report[d]['zero_shot'] * 100:.1f} | {report[d]['linear_probe'] * 100:.1f} | "
-        f"{(report[d]['linear_probe'] - report[d]['zero_shot']) * 100:+.1f} |"
+        f"{(report[d]['linear_probe'] - report[d]['zero_shot']) * 100:+.1f} | "
+        f"{report[d]['calibration_gap']:+.3f} | {report[d]['top_cosine']:.3f} |"
         for d in DOMAINS
     )
+    scale = f"fixed at {cfg.logit_scale:g}" if cfg.logit_scale else "learned from 1/0.07, clamped at 100"
+    web = run.get("web_share", 0.0)
+    strong = run.get("strong_share", 0.0)
     text = f"""# ToyCLIP
 
-A small CLIP trained by clipadapt on its own procedural world (`clipadapt.world`, world v2), so that every
-method can run offline on real images. Weights: `{WEIGHTS}` ({size_mb:.1f} MB), architecture: `{CONFIG}`,
-numbers: `{REPORT}`.
+A small CLIP trained by clipadapt on its own procedural world (`clipadapt.world`), so that every method can
+run offline on real images. Weights: `{WEIGHTS}` ({size_mb:.1f} MB), architecture: `{CONFIG}`, numbers:
+`{REPORT}`.
 
-- **Data**: {run["images"]} source-domain scenes, {cfg.image_size}×{cfg.image_size} pixels: one of
-  {len(CLASSES)} classes, a shape (8) with a fill (solid, striped, spotted), so that every class has
-  fine-grained siblings differing in one attribute; nuisance colour, accent colour, size, position,
-  rotation, stripe and spot geometry; on a light background (plain, textured, or with a few soft blobs).
-  Each image is rendered once; every epoch re-draws its random resized crop (area
-  {TRAIN_CROP_AREA[0]:g}–{TRAIN_CROP_AREA[1]:g}, aspect 3/4–4/3), its horizontal flip (p = ½) and its
-  caption, from {len(CAPTION_TEMPLATES)} phrasings with synonyms for the fills.
+- **Data**: {run["images"]} scenes, {cfg.image_size}×{cfg.image_size} pixels: one of {len(CLASSES)} classes, a
+  shape (8) with a fill (solid, striped, spotted), so that every class has fine-grained siblings differing
+  in one attribute; nuisance colour, accent colour, size, position, rotation, stripe and spot geometry.
+  {100 * (1 - web):g} % are drawn in the source domain (a light background, plain, textured, or with a few
+  soft blobs) and {100 * web:g} % in a target domain's style, drawn uniformly, as web images hold a few
+  sketches, paintings and night shots among the photos. Each image is rendered once; every epoch re-draws
+  its random resized crop (area {TRAIN_CROP_AREA[0]:g}–{TRAIN_CROP_AREA[1]:g}, aspect 3/4–4/3), its
+  horizontal flip (p = ½), RandAugment (2 operations of magnitude 9) for {100 * strong:g} % of each batch,
+  and its caption, from {len(CAPTION_TEMPLATES)} phrasings with synonyms for the fills.
 - **Model**: pre-LayerNorm ViT image tower (patch {cfg.patch_size}, width {cfg.vision_width},
   {cfg.vision_layers} layers, [CLS] pooling) and causal text transformer (width {cfg.text_width},
   {cfg.text_layers} layers, word-level vocabulary of {len(cfg.vocab)} words, <eot> pooling), projections to
-  {cfg.embed_dim} dimensions, learnable temperature.
+  {cfg.embed_dim} dimensions, logit scale {scale} (CLIP's ends at 100).
 - **Training**: symmetric contrastive loss, AdamW (lr {run["lr"]}, weight decay {run["weight_decay"]}),
   batch {run["batch_size"]}, {run["epochs"]} epochs, linear warm-up then cosine decay, seed {run["seed"]};
   {run["seconds"] / 60:.1f} minutes on {run["threads"]} CPU threads.
@@ -270,16 +267,19 @@ Top-1 (%) on {report["images"]} fresh images per domain (world seed {report["see
 prompt ensemble {WORLD_TEMPLATES}. The linear probe is an oracle: a logistic regression fitted on half of
 the domain's labelled features and scored on the other half; the gap between the two is what adaptation can
 recover. Chance is {100 * report["chance"]:.1f} %. Imbalance: largest/smallest class ratio of the domain's
-images.
+images. Calibration at CLIP's logit scale 100: mean max probability − top-1 (real CLIP on WHU-RS19: −0.03
+to −0.11); top cosine: mean cosine of an image to its nearest class prototype (real CLIP: 0.22–0.34).
 
-| domain | imbalance | zero-shot | linear probe (oracle) | gap |
-|---|---|---|---|---|
+| domain | imbalance | zero-shot | linear probe (oracle) | gap | calibration gap | top cosine |
+|---|---|---|---|---|---|---|
 {rows}
 
-**Crops and flips** (source domain): zero-shot top-1 on {report["crops"]} random square crops of
-{CROP_SIDE[0]:g}–{CROP_SIDE[1]:g} of the side per image (anywhere in the image, resized back, as FAIR cuts
+**Crops, flips and strong views** (source domain): zero-shot top-1 on {report["crops"]} random square crops
+of {CROP_SIDE[0]:g}–{CROP_SIDE[1]:g} of the side per image (anywhere in the image, resized back, as FAIR cuts
 them) is {report["crop_zero_shot"] * 100:.1f} %, a crop retention of {report["crop_retention"]:.3f} of the
-full images' top-1; on mirrored images the retention is {report["flip_retention"]:.3f}.
+full images' top-1; on mirrored images the retention is {report["flip_retention"]:.3f}; on FAIR's strong view
+(RandomResizedCrop 0.3–1, flip, RandAugment m9) it is {report["strong_view_zero_shot"] * 100:.1f} %, a
+retention of {report["strong_view_retention"]:.3f}.
 """
     with atomic_path(out / "CARD.md") as tmp:
         tmp.write_text(text)
@@ -287,7 +287,16 @@ full images' top-1; on mirrored images the retention is {report["flip_retention"
 
 
 ARCHITECTURE = ("image_size", "patch_size", "vision_width", "vision_layers", "text_width", "text_layers", "embed_dim")
-TRAINING = ("images", "epochs", "batch_size", "lr", "weight_decay", "seed", "strong_share")
+TRAINING = ("images", "epochs", "batch_size", "lr", "weight_decay", "seed", "strong_share", "web_share")
+
+
+def retraining_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The command that retrains these weights into the bundled folder: the options that shape the weights
+    (architecture and training), where they differ from the defaults; where to write and what to measure
+    are left out, as ``--evaluate_only`` measures again."""
+    shaping = (*ARCHITECTURE, *TRAINING, "logit_scale")
+    changed = [f"--{k} {getattr(args, k)}" for k in shaping if getattr(args, k) != parser.get_default(k)]
+    return " ".join(["python -m clipadapt.toyclip.train", *changed])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -301,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strong_share", type=float, default=TRAIN_STRONG_SHARE,
                         help="share of each batch given RandAugment besides the crop and flip")  # fmt: skip
+    parser.add_argument("--web_share", type=float, default=TRAIN_WEB_SHARE,
+                        help="share of the training scenes drawn in a target domain's style")  # fmt: skip
     parser.add_argument("--eval_images", type=int, default=4800)
     parser.add_argument("--eval_seed", type=int, default=1, help="world seed of the card's evaluation images")
     parser.add_argument("--evaluate_only", action="store_true",
@@ -321,16 +332,17 @@ def main(argv: list[str] | None = None) -> None:
         )
         start = time.perf_counter()
         model = train(cfg, *(getattr(args, k) for k in TRAINING))
-        command = "python -m clipadapt.toyclip.train " + " ".join(argv if argv is not None else sys.argv[1:])
         training = {"seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
-                    "command": command.strip(), **{k: getattr(args, k) for k in TRAINING}}  # fmt: skip
+                    "command": retraining_command(parser, args), **{k: getattr(args, k) for k in TRAINING}}  # fmt: skip
         save(model, out)
     report = {**domain_report(model, args.eval_images, args.eval_seed), "training": training}
     write_card(out, report, model.config)
     for domain in DOMAINS:
         row = report[domain]
-        print(f"{domain:10s} zero-shot {row['zero_shot'] * 100:5.1f}  linear probe {row['linear_probe'] * 100:5.1f}")
-    print(f"crop retention {report['crop_retention']:.3f}, flip retention {report['flip_retention']:.3f}")
+        print(f"{domain:10s} zero-shot {row['zero_shot'] * 100:5.1f}  linear probe {row['linear_probe'] * 100:5.1f}  "
+              f"calibration gap {row['calibration_gap']:+.3f}  top cosine {row['top_cosine']:.3f}")  # fmt: skip
+    print(f"crop retention {report['crop_retention']:.3f}, flip retention {report['flip_retention']:.3f}, strong view "
+          f"retention {report['strong_view_retention']:.3f}, logit scale {report['logit_scale']:.1f}")  # fmt: skip
     print(f"trained in {training['seconds']:.0f} s; wrote {out}")
 
 
