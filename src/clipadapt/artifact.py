@@ -30,7 +30,7 @@ from clipadapt.backbones.base import Backbone
 from clipadapt.errors import ClipAdaptError
 from clipadapt.features.featureset import FeatureSet
 from clipadapt.io import atomic_path, write_json
-from clipadapt.methods import Classifier
+from clipadapt.methods import Classifier  # the package: every built-in classifier class is registered
 from clipadapt.methods.base import CLASSIFIERS
 
 TENSORS, CARD, RESULT = "classifier.safetensors", "card.json", "result.json"

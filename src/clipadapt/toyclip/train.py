@@ -236,8 +236,12 @@ def write_card(out: Path, report: dict, cfg: ToyClipConfig) -> None:
         for d in DOMAINS
     )
     scale = f"fixed at {cfg.logit_scale:g}" if cfg.logit_scale else "learned from 1/0.07, clamped at 100"
-    web = run.get("web_share", 0.0)
-    strong = run.get("strong_share", 0.0)
+    web, strong = run.get("web_share", 0.0), run.get("strong_share", 0.0)
+    styles = (f"{100 * (1 - web):g} % are drawn in the source domain (a light background, plain, textured, or with a "
+              f"few soft blobs) and {100 * web:g} % in a target domain's style, drawn uniformly, as web images hold a "
+              "few sketches, paintings and night shots among the photos" if web else "All are drawn in the source "
+              "domain (a light background, plain, textured, or with a few soft blobs)")  # fmt: skip
+    randaugment = f"RandAugment (2 operations of magnitude 9) for {100 * strong:g} % of each batch, " if strong else ""
     text = f"""# ToyCLIP
 
 A small CLIP trained by clipadapt on its own procedural world (`clipadapt.world`), so that every method can
@@ -247,12 +251,9 @@ run offline on real images. Weights: `{WEIGHTS}` ({size_mb:.1f} MB), architectur
 - **Data**: {run["images"]} scenes, {cfg.image_size}×{cfg.image_size} pixels: one of {len(CLASSES)} classes, a
   shape (8) with a fill (solid, striped, spotted), so that every class has fine-grained siblings differing
   in one attribute; nuisance colour, accent colour, size, position, rotation, stripe and spot geometry.
-  {100 * (1 - web):g} % are drawn in the source domain (a light background, plain, textured, or with a few
-  soft blobs) and {100 * web:g} % in a target domain's style, drawn uniformly, as web images hold a few
-  sketches, paintings and night shots among the photos. Each image is rendered once; every epoch re-draws
-  its random resized crop (area {TRAIN_CROP_AREA[0]:g}–{TRAIN_CROP_AREA[1]:g}, aspect 3/4–4/3), its
-  horizontal flip (p = ½), RandAugment (2 operations of magnitude 9) for {100 * strong:g} % of each batch,
-  and its caption, from {len(CAPTION_TEMPLATES)} phrasings with synonyms for the fills.
+  {styles}. Each image is rendered once; every epoch re-draws its random resized crop (area
+  {TRAIN_CROP_AREA[0]:g}–{TRAIN_CROP_AREA[1]:g}, aspect 3/4–4/3), its horizontal flip (p = ½), {randaugment}and
+  its caption, from {len(CAPTION_TEMPLATES)} phrasings with synonyms for the fills.
 - **Model**: pre-LayerNorm ViT image tower (patch {cfg.patch_size}, width {cfg.vision_width},
   {cfg.vision_layers} layers, [CLS] pooling) and causal text transformer (width {cfg.text_width},
   {cfg.text_layers} layers, word-level vocabulary of {len(cfg.vocab)} words, <eot> pooling), projections to
