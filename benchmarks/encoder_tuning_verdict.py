@@ -32,6 +32,7 @@ import torch
 from clipadapt.backbones import load_backbone
 from clipadapt.backbones.base import Backbone
 from clipadapt.data import open_source
+from clipadapt.demo import write_domain_manifest
 from clipadapt.evaluation.runner import history_record
 from clipadapt.features import FeatureStore, extract
 from clipadapt.features.featureset import FeatureSet
@@ -40,9 +41,10 @@ from clipadapt.methods.fair import FAIR
 from clipadapt.methods.reclip import ReCLIP
 from clipadapt.methods.reclip_lp import class_centres
 from clipadapt.runtime import seed_everything
-from clipadapt.world import CLASSES, TARGET_DOMAINS, WORLD_TEMPLATES, folder_name, make_domain
+from clipadapt.world import TARGET_DOMAINS, WORLD_TEMPLATES
 
 SMALL, LARGE, STRETCH = 300, 3000, 10
+METHODS = {"reclip": ReCLIP, "fair": FAIR}
 
 
 class OracleReCLIP(ReCLIP):
@@ -77,25 +79,18 @@ class OracleFAIR(FAIR):
         return self.true_labels.to(rows.device)[rows], gamma
 
 
+ORACLES = {"reclip": OracleReCLIP, "fair": OracleFAIR}
+
+
 def world_target(root: Path, domain: str, seed: int, backbone: Backbone, store: FeatureStore) -> FeatureSet:
-    """LARGE images of ``domain`` (world seed ``seed``) as a CSV manifest, extracted with ``backbone``."""
-    manifest = root / f"{domain}-seed{seed}.csv"
-    if not manifest.exists():
-        sample = make_domain(domain, LARGE, seed=seed)
-        lines = ["path,label"]
-        for i, (image, label) in enumerate(zip(sample.images, sample.labels, strict=True)):
-            relative = Path(f"{domain}-seed{seed}") / folder_name(CLASSES[label]) / f"{i:05d}.png"
-            (root / relative).parent.mkdir(parents=True, exist_ok=True)
-            image.save(root / relative)
-            lines.append(f"{relative},{CLASSES[label]}")
-        manifest.write_text("\n".join(lines) + "\n")
+    """LARGE test images of ``domain`` (world seed ``seed``, the demo's manifest), extracted with ``backbone``."""
+    manifest = write_domain_manifest(root / f"seed{seed}", domain, n_test=LARGE, n_pool=0, seed=seed)
     return extract(backbone, open_source(str(manifest)), list(WORLD_TEMPLATES), store, batch_size=128)
 
 
 def arms(method: str) -> list[tuple[str, str, dict, bool]]:
     """(arm, target size, hyperparameters, oracle) of one method."""
-    epochs = 50 if method == "reclip" else 15
-    stretched = {"epochs": STRETCH * epochs}
+    stretched = {"epochs": STRETCH * METHODS[method]().epochs}
     plan = [("a", "small", {}, False), ("b", "small", stretched, False), ("c", "large", {}, False),
             ("oracle-a", "small", {}, True), ("oracle-b", "small", stretched, True)]  # fmt: skip
     if method == "reclip":
@@ -105,9 +100,7 @@ def arms(method: str) -> list[tuple[str, str, dict, bool]]:
 
 
 def fit_arm(method: str, hparams: dict, oracle: bool, target: FeatureSet, seed: int) -> dict:
-    cls = {("reclip", False): ReCLIP, ("reclip", True): OracleReCLIP, ("fair", False): FAIR,
-           ("fair", True): OracleFAIR}[(method, oracle)]  # fmt: skip
-    instance = cls(**hparams)
+    instance = (ORACLES if oracle else METHODS)[method](**hparams)
     if oracle:
         instance.true_labels = target.labels
     seed_everything(seed)

@@ -182,7 +182,10 @@ class ReCLIP(Method):
                 mask = shared_labels(labels[0], labels[1], self.label_sharing)
                 series["agreement"].append((labels[0] == labels[1]).float().mean())
                 series["pseudo_labels"].append(labels[0])
-                series["predictions"].append(self._predictions(encoder, tuned_x, frozen, centres))
+                with torch.no_grad():  # ReCLIP-T's classifier: the class texts of the first prompts
+                    texts = class_text_features(backbone, first_prompts(encoder.sentences))
+                # what the model predicts now (the paper's inference: both sides' logits added)
+                series["predictions"].append((tuned_x @ centres.T + frozen @ texts.T).argmax(1))
                 series["layernorm_shift"].append(relative_shift(params, start))
                 if epoch == epochs or iterations >= self.max_iterations:
                     break
@@ -196,9 +199,7 @@ class ReCLIP(Method):
                 iterations += steps
                 series["loss"].append(mean_loss)
                 bar.set_postfix(loss=f"{float(mean_loss):.3f}", agreement=f"{float(series['agreement'][-1]):.2f}")
-            with torch.no_grad():
-                texts = class_text_features(backbone, first_prompts(encoder.sentences))
-            state = layernorm_state(backbone, names)
+            state = layernorm_state(backbone, names)  # texts, centres: the last pass's, of this model
         classifier = ReCLIPClassifier(
             texts, target.class_names, 100.0, method=self.name,
             hparams={**self.hparams(), "batch_size": batch_size, "epochs_run": epochs, "iterations": iterations},
@@ -250,14 +251,6 @@ class ReCLIP(Method):
             optimiser_step(loss, optimiser, scaler)
             total, steps = total + loss.detach(), steps + 1
         return total / max(steps, 1), taken
-
-    @torch.no_grad()
-    def _predictions(
-        self, encoder: EncoderInputs, tuned_x: torch.Tensor, frozen: torch.Tensor, centres: torch.Tensor
-    ) -> torch.Tensor:
-        """(N,) what the model predicts now (the paper's inference: both sides' logits added)."""
-        texts = class_text_features(encoder.backbone, first_prompts(encoder.sentences))
-        return (tuned_x @ centres.T + frozen @ texts.T).argmax(1)
 
     @torch.no_grad()
     def _pseudo_labels(
