@@ -94,11 +94,12 @@ def test_domain_report_has_the_stable_keys(tmp_path: Path) -> None:
     assert report["classes"] == len(CLASSES) and report["target_domains"] == list(TARGET_DOMAINS)
     assert report["crop_retention"] >= 0 and report["flip_retention"] >= 0 and report["strong_view_retention"] >= 0
     assert report["embed_dim"] == SMALL["embed_dim"] and report["logit_scale"] == pytest.approx(1 / 0.07)
+    assert -1 <= report["prototype_cosine"] <= 1
     for domain in DOMAINS:
         row = report[domain]
-        assert set(row) == {"zero_shot", "linear_probe", "calibration_gap", "top_cosine", "imbalance"}
+        assert set(row) == {"zero_shot", "linear_probe", "calibration_gap", "top_cosine", "top_margin", "imbalance"}
         assert 0 <= row["zero_shot"] <= 1 and 0 <= row["linear_probe"] <= 1
-        assert -1 <= row["calibration_gap"] <= 1 and -1 <= row["top_cosine"] <= 1
+        assert -1 <= row["calibration_gap"] <= 1 and -1 <= row["top_cosine"] <= 1 and 0 <= row["top_margin"] <= 2
 
 
 @pytest.mark.skipif(not (BUNDLED / "report.json").exists(), reason="bundled weights not trained yet")
@@ -112,3 +113,23 @@ def test_the_bundled_world_meets_its_criteria() -> None:
         row = report[domain]
         assert row["linear_probe"] - row["zero_shot"] >= 0.15, domain
         assert row["zero_shot"] >= 2 * report["chance"], domain
+
+
+def test_the_retraining_command_names_only_the_options_that_shape_the_weights() -> None:
+    from clipadapt.toyclip.train import build_parser, retraining_command
+
+    parser = build_parser()
+    args = parser.parse_args(["--out", "x", "--embed_dim", "512", "--partial_captions", "--eval_images", "10"])
+    assert retraining_command(parser, args) == "python -m clipadapt.toyclip.train --embed_dim 512 --partial_captions"
+    assert retraining_command(parser, parser.parse_args([])) == "python -m clipadapt.toyclip.train"
+
+
+def test_training_is_deterministic_and_web_like_captions_change_it() -> None:
+    cfg = ToyClipConfig(vocab=vocabulary(), **SMALL)
+
+    def weights(**options) -> torch.Tensor:
+        return train(cfg, images=128, epochs=1, batch_size=64, seed=0, **options).visual.proj.detach()
+
+    plain = weights()
+    assert torch.equal(plain, weights()), "the same seed trains the same weights"
+    assert not torch.equal(plain, weights(caption_noise=0.5)), "mismatched captions are drawn"

@@ -17,7 +17,7 @@ from clipadapt.world import (
     vocabulary,
     write_domain_folder,
 )
-from clipadapt.world.captions import CAPTION_TEMPLATES
+from clipadapt.world.captions import CAPTION_TEMPLATES, PARTIAL_TEMPLATES
 from clipadapt.world.render import UNIT_OUTLINES, pattern
 
 TINY = 24  # pixels: the world's tiny configuration for tests
@@ -89,6 +89,18 @@ def test_captions_use_only_vocabulary_words_and_name_the_shape() -> None:
         ids = tokenizer.encode(text)
         assert unk not in ids and len(ids) <= 16 and scene.shape in text, text
     assert len(CAPTION_TEMPLATES) >= 20, "many phrasings per concept"
+
+
+def test_partial_captions_leave_the_fill_or_the_shape_out_in_their_own_vocabulary() -> None:
+    rng = np.random.default_rng(0)
+    templates = (*CAPTION_TEMPLATES, *PARTIAL_TEMPLATES)
+    tokenizer = WordTokenizer(vocabulary(templates), context_length=16)
+    assert set(vocabulary()) < set(vocabulary(templates)), "the default vocabulary stays the bundled model's"
+    for template in PARTIAL_TEMPLATES:
+        scene = random_scene(rng, label=CLASSES.index("striped star"))
+        text = caption(scene, rng, (template,))
+        assert tokenizer.stoi[UNK] not in tokenizer.encode(text), text
+        assert "star" not in text or not any(w in text for w in ("strip", "band")), text
 
 
 def test_write_domain_folder_layout(tmp_path) -> None:

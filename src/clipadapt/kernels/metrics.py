@@ -32,10 +32,12 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
 def clip_statistics(cosines: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
     """What is compared with real CLIP, from the (N, C) cosines of unit images to unit class prototypes:
     zero-shot top-1 (NaN without labels), the mean max softmax probability at CLIP's logit scale 100,
-    their difference (``calibration_gap``; CLIP is slightly under-confident) and the mean cosine of an
-    image to its nearest prototype (``top_cosine``)."""
+    their difference (``calibration_gap``; CLIP is slightly under-confident), the mean cosine of an
+    image to its nearest prototype (``top_cosine``) and how far ahead of the second it is (``top_margin``,
+    the mean top-1 − top-2 cosine; real CLIP on WHU-RS19: 0.017–0.030)."""
     cosines = cosines.float()
     top1 = float((cosines.argmax(1) == labels).double().mean()) if labels is not None else float("nan")
     confidence = float(torch.softmax(100 * cosines, dim=1).max(1).values.double().mean())
+    best = cosines.topk(min(2, cosines.shape[1]), dim=1).values.double()
     return {"zero_shot": top1, "max_probability": confidence, "calibration_gap": confidence - top1,
-            "top_cosine": float(cosines.max(1).values.double().mean())}  # fmt: skip
+            "top_cosine": float(best[:, 0].mean()), "top_margin": float((best[:, 0] - best[:, -1]).mean())}  # fmt: skip
