@@ -6,7 +6,8 @@ the oracle linear probe, calibration and cosines only; no adaptation method runs
 
 ``DIR`` is a folder written by ``python -m clipadapt.toyclip.train --out DIR``. Per domain it prints
 zero-shot and oracle-probe top-1, their gap, the calibration gap at CLIP's logit scale 100, the top cosine
-and the top margin (see ``clipadapt.kernels.metrics.clip_statistics``), every domain class-balanced.
+and the top margin, as the model card measures them (``clipadapt.toyclip.train.feature_numbers``), every
+domain class-balanced.
 Candidates (``CANDIDATES``) are shifts that RandAugment does not draw, since a ToyCLIP trained with it
 shrugs off global photometric shifts (colour casts, contrast, brightness): a noisy low-resolution sensor,
 one pool of light in the dark, an old halftone print.
@@ -24,9 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipadapt.kernels.metrics import clip_statistics
 from clipadapt.toyclip.model import load
-from clipadapt.toyclip.train import embed, linear_probe, mean_off_diagonal, to_pixels, zero_shot_prototypes
+from clipadapt.toyclip.train import embed, feature_numbers, mean_off_diagonal, to_pixels, zero_shot_prototypes
 from clipadapt.world import TARGET_DOMAINS, make_domain
 
 render = importlib.import_module("clipadapt.world.render")  # the module (the package exports its function)
@@ -97,13 +97,11 @@ def main() -> int:
     names = [*TARGET_DOMAINS, *CANDIDATES] if args.domains == ["all"] else args.domains
     for domain in names:
         sample = make_domain(domain, args.images, seed=args.seed, size=model.config.image_size, imbalance=1)
-        labels = torch.from_numpy(sample.labels)
         features = embed(model, to_pixels(sample.images, model.config))
-        stats = clip_statistics(features @ prototypes.T, labels)
-        probe = linear_probe(features, labels)
-        top1 = stats["zero_shot"]
+        row = feature_numbers(features, torch.from_numpy(sample.labels), prototypes)
+        top1, probe = row["zero_shot"], row["linear_probe"]
         cells = [f"{100 * top1:.1f}", f"{100 * probe:.1f}", f"{100 * (probe - top1):+.1f}"]
-        cells += [f"{stats['calibration_gap']:+.3f}", f"{stats['top_cosine']:.3f}", f"{stats['top_margin']:.3f}"]
+        cells += [f"{row['calibration_gap']:+.3f}", f"{row['top_cosine']:.3f}", f"{row['top_margin']:.3f}"]
         print(f"| {domain} | {' | '.join(cells)} |", flush=True)
     return 0
 

@@ -205,16 +205,8 @@ def domain_report(model: ToyClip, n: int = 4800, seed: int = 1, crops: int = 2) 
     for domain in DOMAINS:
         sample = make_domain(domain, n, seed=seed, size=cfg.image_size)
         pixels, labels = to_pixels(sample.images, cfg), torch.from_numpy(sample.labels)
-        feats = embed(model, pixels)
-        statistics = clip_statistics(feats @ prototypes.T, labels)
-        report[domain] = {
-            "zero_shot": statistics["zero_shot"],
-            "linear_probe": linear_probe(feats, labels),
-            "calibration_gap": statistics["calibration_gap"],
-            "top_cosine": statistics["top_cosine"],
-            "top_margin": statistics["top_margin"],
-            "imbalance": domain_imbalance(domain),
-        }
+        report[domain] = {**feature_numbers(embed(model, pixels), labels, prototypes),
+                          "imbalance": domain_imbalance(domain)}  # fmt: skip
         if domain == "source":
             full = report[domain]["zero_shot"]
             cut = random_crops(pixels, crops, CROP_SIDE, torch.Generator().manual_seed(seed)).flatten(0, 1)
@@ -225,6 +217,16 @@ def domain_report(model: ToyClip, n: int = 4800, seed: int = 1, crops: int = 2) 
             report["strong_view_zero_shot"] = top1(strong, labels, prototypes)
             report["strong_view_retention"] = report["strong_view_zero_shot"] / full
     return report
+
+
+def feature_numbers(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> dict[str, float]:
+    """A domain's world-level numbers from its (N, D) unit features, (N,) labels and (C, D) prototypes:
+    ``zero_shot``, the oracle ``linear_probe``, ``calibration_gap``, ``top_cosine`` and ``top_margin``
+    (:func:`clipadapt.kernels.metrics.clip_statistics`)."""
+    statistics = clip_statistics(features @ prototypes.T, labels)
+    keys = ("calibration_gap", "top_cosine", "top_margin")
+    return {"zero_shot": statistics["zero_shot"], "linear_probe": linear_probe(features, labels),
+            **{k: statistics[k] for k in keys}}  # fmt: skip
 
 
 def mean_off_diagonal(matrix: torch.Tensor) -> float:
