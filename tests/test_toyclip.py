@@ -133,3 +133,42 @@ def test_training_is_deterministic_and_web_like_captions_change_it() -> None:
     plain = weights()
     assert torch.equal(plain, weights()), "the same seed trains the same weights"
     assert not torch.equal(plain, weights(caption_noise=0.5)), "mismatched captions are drawn"
+    assert not torch.equal(plain, weights(cutmix=0.5)), "CutMix boxes are pasted"
+
+
+def test_both_rand_augment_policies_keep_bytes_and_follow_their_seeds() -> None:
+    import random
+
+    import numpy as np
+
+    from clipadapt.toyclip.train import RAND_AUGMENT_POLICIES, augment
+
+    pixels = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    for policy in RAND_AUGMENT_POLICIES:
+        views = []
+        for _ in range(2):
+            random.seed(0), np.random.seed(0), torch.manual_seed(0)
+            views.append(augment(pixels, torch.Generator().manual_seed(0), (0.25, 1.0), 1.0, policy))
+        assert views[0].shape == pixels.shape and torch.equal(*views), policy
+        assert views[0].min() >= 0 and views[0].max() <= 255 and torch.equal(views[0], views[0].round()), policy
+        rare = augment(pixels[:2], torch.Generator().manual_seed(0), (0.25, 1.0), 1e-9, policy)
+        assert rare.shape == pixels[:2].shape, "a batch that draws no RandAugment image passes through"
+    plain = augment(pixels, torch.Generator().manual_seed(0), (0.25, 1.0))
+    assert not torch.equal(plain, views[0]), "RandAugment changed the crops"
+
+
+def test_cut_mix_pastes_a_box_of_another_crop_and_shares_the_targets_by_area() -> None:
+    from clipadapt.toyclip.train import cut_mix
+
+    crops = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 3, 16, 16).clone()
+    out, shares = cut_mix(crops, 1.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(shares.sum(1), torch.ones(8)) and (shares.diagonal() >= 0.4).all()
+    for i in range(8):  # each image shows its own value and its partner's, on the shares' areas
+        values, counts = out[i, 0].unique(return_counts=True)
+        assert {int(v): c / 256 for v, c in zip(values, counts.tolist(), strict=True)} == pytest.approx(
+            {j: float(shares[i, j]) for j in range(8) if shares[i, j] > 0}
+        )
+    model = ToyClip(ToyClipConfig(vocab=vocabulary(), **SMALL))
+    pixels, tokens = torch.randn(4, 3, 32, 32), torch.randint(4, 20, (4, 16))
+    hard = model.contrastive_loss(pixels, tokens)
+    assert torch.allclose(model.contrastive_loss(pixels, tokens, torch.eye(4)), hard), "one-hot shares: plain InfoNCE"

@@ -17,14 +17,25 @@ from torchvision import transforms
 
 def strong_view(image_size: int) -> transforms.Compose:
     """PIL image → PIL image of ``image_size``: the strong view of the module docstring."""
-    geometric, rand_augment, _ = transforms_imagenet_train(
+    geometric, rand_augment, _ = _timm_stages(image_size)
+    return transforms.Compose([geometric, rand_augment])
+
+
+def strong_rand_augment(image_size: int) -> transforms.Compose:
+    """PIL image → PIL image: the strong view's RandAugment stage alone (no crop, no flip)."""
+    return _timm_stages(image_size)[1]
+
+
+def _timm_stages(image_size: int) -> tuple:
+    """timm's (geometric, RandAugment, normalising) stages of the strong view, posterize patched."""
+    stages = transforms_imagenet_train(
         image_size, scale=(0.3, 1.0), hflip=0.5, color_jitter=0.0, auto_augment="rand-m9-mstd0.5-inc1",
         interpolation="bicubic", separate=True,
     )  # fmt: skip
-    for op in rand_augment.transforms[0].ops:
+    for op in stages[1].transforms[0].ops:
         if op.aug_fn is timm_posterize:
             op.aug_fn = posterize
-    return transforms.Compose([geometric, rand_augment])
+    return stages
 
 
 def posterize(image: Image.Image, bits: int, **kwargs: Any) -> Image.Image:

@@ -137,13 +137,20 @@ class ToyClip(nn.Module):
         else:
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
-    def contrastive_loss(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE over a batch of B matching (image, caption) pairs."""
+    def contrastive_loss(
+        self, pixels: torch.Tensor, tokens: torch.Tensor, shares: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Symmetric InfoNCE over a batch of B (image, caption) pairs: image i matches caption i, or, with
+        ``shares`` (B, B), shows caption j's scene on a share ``shares[i, j]`` of its area (rows sum to 1;
+        each direction's targets are the shares, normalised)."""
         image = F.normalize(self.visual(pixels), dim=-1)
         text = F.normalize(self.text(tokens), dim=-1)
         logits = self.logit_scale.exp().clamp(max=100) * image @ text.T
-        target = torch.arange(len(logits))
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        if shares is None:
+            target = torch.arange(len(logits))
+            return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        by_text = shares.T / shares.T.sum(1, keepdim=True)
+        return 0.5 * (F.cross_entropy(logits, shares) + F.cross_entropy(logits.T, by_text))
 
 
 def save(model: ToyClip, out: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import time
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import RandAugment
+from torchvision.transforms.v2.functional import to_pil_image
 
-from clipadapt.data.augment import strong_view
+from clipadapt.data.augment import strong_rand_augment, strong_view
 from clipadapt.data.prompts import expand_prompts
 from clipadapt.io import atomic_path, write_json
 from clipadapt.kernels.crops import random_crops, random_resized_crops
@@ -44,10 +46,11 @@ from clipadapt.world.captions import CAPTION_TEMPLATES, PARTIAL_TEMPLATES, vocab
 
 REPORT = "report.json"
 TRAIN_CROP_AREA = (0.25, 1.0)  # random resized crops while training: fraction of the image area kept
-TRAIN_STRONG_SHARE = 0.0  # share of each batch also given RandAugment (2 ops, magnitude 9), as web images vary
+TRAIN_STRONG_SHARE = 0.0  # share of each batch also given RandAugment (see augment), as web images vary
 TRAIN_WEB_SHARE = 0.0  # share of the training scenes drawn in a target domain's style, as CLIP's web images
 # hold a few sketches, paintings and night shots among the photos
-RAND_AUGMENT_GROUP = 16  # RandAugment draws one pair of operations per group of this many images
+RAND_AUGMENT_GROUP = 16  # torchvision's RandAugment draws one pair of operations per group of this many images
+RAND_AUGMENT_POLICIES = ("torchvision", "timm")  # torchvision's (2 ops, m9) or the strong view's own (timm)
 CROP_SIDE = (0.5, 0.9)  # crop retention is measured on square crops of this fraction of the side (FAIR's)
 
 
@@ -69,21 +72,58 @@ def to_pixels(images: list, cfg: ToyClipConfig) -> torch.Tensor:
 
 
 def augment(
-    pixels: torch.Tensor, generator: torch.Generator, area: tuple[float, float], strong_share: float = 0.0
+    pixels: torch.Tensor,
+    generator: torch.Generator,
+    area: tuple[float, float],
+    strong_share: float = 0.0,
+    policy: str = "torchvision",
 ) -> torch.Tensor:
     """(B, 3, S, S) uint8 → float in [0, 255]: a random resized crop of each image (``area`` of it kept),
-    mirrored with probability ½; a random ``strong_share`` of the crops then get RandAugment (torchvision's,
-    2 operations of magnitude 9, drawn per group of ``RAND_AUGMENT_GROUP`` images, from torch's global
-    generator)."""
+    mirrored with probability ½; a random ``strong_share`` of the crops then get RandAugment: ``policy``
+    ``"torchvision"`` is torchvision's (2 operations of magnitude 9, drawn per group of
+    ``RAND_AUGMENT_GROUP`` images, from torch's global generator), ``"timm"`` the strong view's own
+    (``rand-m9-mstd0.5-inc1``, :func:`clipadapt.data.augment.strong_rand_augment`, per image, from Python's
+    and NumPy's global generators)."""
     crops = random_resized_crops(pixels.float(), area, generator)
     flip = torch.rand(len(crops), generator=generator) < 0.5
     crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
-    if strong_share > 0:
-        strong = torch.nonzero(torch.rand(len(crops), generator=generator) < strong_share).squeeze(1)
-        rand_augment = RandAugment(num_ops=2, magnitude=9)
-        for group in strong.split(RAND_AUGMENT_GROUP):
-            crops[group] = rand_augment(crops[group].round().clamp(0, 255).to(torch.uint8)).float()
+    if strong_share <= 0:
+        return crops  # no draw from the generator, so that training without RandAugment is as it was
+    strong = torch.nonzero(torch.rand(len(crops), generator=generator) < strong_share).squeeze(1)
+    if len(strong):
+        as_bytes = crops[strong].round().clamp(0, 255).to(torch.uint8)
+        if policy == "timm":
+            rand_augment = strong_rand_augment(pixels.shape[-1])
+            crops[strong] = to_bytes([rand_augment(to_pil_image(image)) for image in as_bytes]).float()
+        else:
+            rand_augment = RandAugment(num_ops=2, magnitude=9)
+            crops[strong] = torch.cat([rand_augment(group) for group in as_bytes.split(RAND_AUGMENT_GROUP)]).float()
     return crops
+
+
+def cut_mix(
+    crops: torch.Tensor, share: float, generator: torch.Generator, max_area: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix for captions: (B, 3, S, S) crops → the crops where, for a random ``share`` of them, a box of
+    another random crop of the batch is pasted in at the same place (box area uniform in 0–``max_area`` of
+    the image before its edges are rounded to pixels, centred anywhere, clipped to it), and the (B, B)
+    shares of each image's area that show each caption's scene (rows sum to 1), the targets of
+    :meth:`ToyClip.contrastive_loss`."""
+    count, side = len(crops), crops.shape[-1]
+    mixed = torch.nonzero(torch.rand(count, generator=generator) < share).squeeze(1)
+    partners = torch.randint(count - 1, (len(mixed),), generator=generator)
+    partners = partners + (partners >= mixed).long()  # another crop than itself
+    sides = (torch.rand(len(mixed), generator=generator) * max_area).sqrt() * side
+    centres = torch.rand(len(mixed), 2, generator=generator) * side
+    out, shares = crops.clone(), torch.eye(count)
+    for i, j, box, (cy, cx) in zip(mixed.tolist(), partners.tolist(), sides.tolist(), centres.tolist(), strict=True):
+        y0, y1 = max(0, round(cy - box / 2)), min(side, round(cy + box / 2))
+        x0, x1 = max(0, round(cx - box / 2)), min(side, round(cx + box / 2))
+        out[i, :, y0:y1, x0:x1] = crops[j, :, y0:y1, x0:x1]
+        area = max(0, y1 - y0) * max(0, x1 - x0) / side**2
+        shares[i, i] -= area
+        shares[i, j] += area
+    return out, shares
 
 
 def train(
@@ -98,14 +138,20 @@ def train(
     web_share: float = TRAIN_WEB_SHARE,
     partial_captions: bool = False,
     caption_noise: float = 0.0,
+    rand_augment: str = "torchvision",
+    cutmix: float = 0.0,
     crop_area: tuple[float, float] = TRAIN_CROP_AREA,
 ) -> ToyClip:
     """Contrastive training on ``images`` scenes, rendered once: in the source domain, or for a random
     ``web_share`` of them in a target domain's style (drawn uniformly); every epoch re-draws each image's
-    random resized crop and flip, its RandAugment (for a ``strong_share`` of each batch), and its caption
+    random resized crop and flip, its RandAugment (for a ``strong_share`` of each batch, by the
+    ``rand_augment`` policy of :func:`augment`; for a ``cutmix`` share, a box of another image with the
+    targets shared by area, :func:`cut_mix`), and its caption
     (among ``caption_templates(partial_captions)``; for a random ``caption_noise`` share of the images, a
     caption of another random scene, as many web captions do not describe their image)."""
     torch.manual_seed(seed)
+    random.seed(seed)  # the timm policy draws from Python's and NumPy's global generators
+    np.random.seed(seed)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng) for _ in range(images)]
@@ -140,8 +186,10 @@ def train(
         bar = progress(range(images // batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="step")
         for step in bar:
             idx = order[step * batch_size : (step + 1) * batch_size]
-            batch = normalise(augment(pixels[idx], generator, crop_area, strong_share), cfg)
-            loss = model.contrastive_loss(batch, tokens[idx])
+            batch, shares = augment(pixels[idx], generator, crop_area, strong_share, rand_augment), None
+            if cutmix > 0:
+                batch, shares = cut_mix(batch, cutmix, generator)
+            loss = model.contrastive_loss(normalise(batch, cfg), tokens[idx], shares)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -274,7 +322,12 @@ def write_card(out: Path, report: dict, cfg: ToyClipConfig) -> None:
     noise = run.get("caption_noise", 0.0)
     mismatched = (f"; each epoch {100 * noise:g} % of the images get another random scene's caption, as many web "
                   "captions do not describe their image" if noise else "")  # fmt: skip
-    randaugment = f"RandAugment (2 operations of magnitude 9) for {100 * strong:g} % of each batch, " if strong else ""
+    policy = ("the strong view's own RandAugment (timm's rand-m9-mstd0.5-inc1)" if run.get("rand_augment") == "timm"
+              else "RandAugment (torchvision's, 2 operations of magnitude 9)")  # fmt: skip
+    randaugment = f"{policy} for {100 * strong:g} % of each batch, " if strong else ""
+    mix = run.get("cutmix", 0.0)
+    cutmix = (f"a box of another image of the batch pasted into {100 * mix:g} % of them (CutMix, the captions' "
+              "targets shared by area), " if mix else "")  # fmt: skip
     text = f"""# ToyCLIP
 
 A small CLIP trained by clipadapt on its own procedural world (`clipadapt.world`), so that every method can
@@ -285,7 +338,7 @@ run offline on real images. Weights: `{WEIGHTS}` ({size_mb:.1f} MB), architectur
   shape (8) with a fill (solid, striped, spotted), so that every class has fine-grained siblings differing
   in one attribute; nuisance colour, accent colour, size, position, rotation, stripe and spot geometry.
   {styles}. Each image is rendered once; every epoch re-draws its random resized crop (area
-  {TRAIN_CROP_AREA[0]:g}–{TRAIN_CROP_AREA[1]:g}, aspect 3/4–4/3), its horizontal flip (p = ½), {randaugment}and
+  {TRAIN_CROP_AREA[0]:g}–{TRAIN_CROP_AREA[1]:g}, aspect 3/4–4/3), its horizontal flip (p = ½), {randaugment}{cutmix}and
   its caption, from {phrasings} phrasings with synonyms for the fills{partial}{mismatched}.
 - **Model**: pre-LayerNorm ViT image tower (patch {cfg.patch_size}, width {cfg.vision_width},
   {cfg.vision_layers} layers, [CLS] pooling) and causal text transformer (width {cfg.text_width},
@@ -334,6 +387,8 @@ TRAINING = (
     "web_share",
     "partial_captions",
     "caption_noise",
+    "rand_augment",
+    "cutmix",
 )
 
 
@@ -364,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add phrasings that leave the fill or the shape out, as web captions do")  # fmt: skip
     parser.add_argument("--caption_noise", type=float, default=0.0,
                         help="share of the images captioned with another random scene's caption")  # fmt: skip
+    parser.add_argument("--rand_augment", choices=RAND_AUGMENT_POLICIES, default="torchvision",
+                        help="RandAugment of --strong_share: torchvision's, or the strong view's (timm)")  # fmt: skip
+    parser.add_argument("--cutmix", type=float, default=0.0,
+                        help="share of each batch given a box of another image (CutMix, targets by area)")  # fmt: skip
     parser.add_argument("--eval_images", type=int, default=4800)
     parser.add_argument("--eval_seed", type=int, default=1, help="world seed of the card's evaluation images")
     parser.add_argument("--evaluate_only", action="store_true",
