@@ -34,9 +34,14 @@ from clipadapt.world import TARGET_DOMAINS, make_domain
 render = importlib.import_module("clipadapt.world.render")  # the module (the package exports its function)
 
 
+def green_cast(pixels: np.ndarray) -> np.ndarray:
+    """The ``noisy`` domain's strong green cast at low contrast, on (H, W, 3) float pixels."""
+    return 0.35 * pixels + render._rgb((35, 150, 25))
+
+
 def low_resolution_sensor(scene, rng, size: int, sigma: float = 30.0, down: int = 2) -> Image.Image:
     """A green cast at low contrast, the resolution lost (downsampled by ``down``), luma and chroma noise."""
-    pixels = 0.35 * np.asarray(render._source(scene, rng, size), dtype=np.float32) + render._rgb((35, 150, 25))
+    pixels = green_cast(np.asarray(render._source(scene, rng, size), dtype=np.float32))
     small = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).resize((size // down,) * 2)
     pixels = np.asarray(small.resize((size, size), Image.Resampling.NEAREST), dtype=np.float32)
     noise = rng.normal(0, sigma, (size, size, 1)) + rng.normal(0, sigma / 2, (size, size, 3))
@@ -75,7 +80,7 @@ def impulse_sensor(scene, rng, size: int, share: float = 0.08, cast: bool = True
     the pixels stuck (dead or hot, per channel or white) and a little Gaussian noise."""
     pixels = np.asarray(render._source(scene, rng, size), dtype=np.float32)
     if cast:
-        pixels = 0.35 * pixels + render._rgb((35, 150, 25))
+        pixels = green_cast(pixels)
     stuck = rng.random((size, size, 1)) < share
     value = np.where(rng.random((size, size, 1)) < 0.5, 0.0, 255.0) * np.ones(3)
     value = np.where(rng.random((size, size, 1)) < 0.5, value, rng.integers(0, 2, (size, size, 3)) * 255.0)
@@ -86,7 +91,7 @@ def impulse_sensor(scene, rng, size: int, share: float = 0.08, cast: bool = True
 def chroma_blotches(scene, rng, size: int, sigma: float = 45.0) -> Image.Image:
     """A small sensor at high gain: the green cast at low contrast of ``noisy``, with colour noise in blotches
     of about 2 px (noise at half resolution, upsampled) and fine luma noise."""
-    pixels = 0.35 * np.asarray(render._source(scene, rng, size), dtype=np.float32) + render._rgb((35, 150, 25))
+    pixels = green_cast(np.asarray(render._source(scene, rng, size), dtype=np.float32))
     half = rng.normal(0, sigma, (size // 2, size // 2, 3)).astype(np.float32)
     blotches = np.stack([np.asarray(Image.fromarray(half[..., c]).resize((size, size), Image.Resampling.BILINEAR))
                          for c in range(3)], axis=-1)  # fmt: skip
@@ -148,7 +153,8 @@ def wet_window(scene, rng, size: int, drops: int = 60) -> Image.Image:
         draw.ellipse((x - 0.7 * r, y - 0.8 * r, x + 0.6 * r, y + 0.5 * r), fill=255)
     light = np.asarray(layer.filter(ImageFilter.GaussianBlur(side * 0.006)), dtype=np.float32)[..., None] / 255
     edge = np.asarray(rim.filter(ImageFilter.GaussianBlur(side * 0.004)), dtype=np.float32)[..., None] / 255
-    pixels = np.asarray(image, dtype=np.float32) * (1 - 0.45 * edge) + 0.55 * light * (255 - np.asarray(image))
+    scene_pixels = np.asarray(image, dtype=np.float32)
+    pixels = scene_pixels * (1 - 0.45 * edge) + 0.55 * light * (255 - scene_pixels)
     return render.to_image(pixels, size)
 
 

@@ -155,6 +155,8 @@ def test_both_rand_augment_policies_keep_bytes_and_follow_their_seeds() -> None:
         assert rare.shape == pixels[:2].shape, "a batch that draws no RandAugment image passes through"
     plain = augment(pixels, torch.Generator().manual_seed(0), (0.25, 1.0))
     assert not torch.equal(plain, views[0]), "RandAugment changed the crops"
+    with pytest.raises(ValueError, match="unknown RandAugment policy"):
+        augment(pixels, torch.Generator().manual_seed(0), (0.25, 1.0), 1.0, "autoaugment")
 
 
 def test_cut_mix_pastes_a_box_of_another_crop_and_shares_the_targets_by_area() -> None:

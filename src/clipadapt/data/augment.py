@@ -7,6 +7,7 @@ how much zero-shot accuracy survives it (``strong_view_retention``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from PIL import Image
@@ -21,8 +22,10 @@ def strong_view(image_size: int) -> transforms.Compose:
     return transforms.Compose([geometric, rand_augment])
 
 
+@functools.cache
 def strong_rand_augment(image_size: int) -> transforms.Compose:
-    """PIL image → PIL image: the strong view's RandAugment stage alone (no crop, no flip)."""
+    """PIL image → PIL image: the strong view's RandAugment stage alone (no crop, no flip); built once per
+    size (it keeps no state: its draws come from Python's and NumPy's global generators)."""
     return _timm_stages(image_size)[1]
 
 

@@ -87,6 +87,8 @@ def augment(
     crops = random_resized_crops(pixels.float(), area, generator)
     flip = torch.rand(len(crops), generator=generator) < 0.5
     crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+    if policy not in RAND_AUGMENT_POLICIES:
+        raise ValueError(f"unknown RandAugment policy {policy!r}; known: {', '.join(RAND_AUGMENT_POLICIES)}")
     if strong_share <= 0:
         return crops  # no draw from the generator, so that training without RandAugment is as it was
     strong = torch.nonzero(torch.rand(len(crops), generator=generator) < strong_share).squeeze(1)
